@@ -1,0 +1,35 @@
+"""Shared pytest set-up: where the real datasets and the reference fixture are."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference"
+
+# The tests use ../shared/data when it exists and UIUNET_DATA is not set (as .ci/run does).
+if not os.environ.get("UIUNET_DATA") and (SHARED / "data").is_dir():
+    os.environ["UIUNET_DATA"] = str(SHARED / "data")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def data_dir(name: str) -> Path | None:
+    "Folder of dataset `name` under UIUNET_DATA or ./data, or None."
+    for base in (os.environ.get("UIUNET_DATA"), ROOT / "data"):
+        if base and (Path(base) / name / "images").is_dir():
+            return Path(base) / name
+    return None
+
+
+def needs_dataset(name: str):
+    "Skip marker for a test that needs the real dataset `name`."
+    return pytest.mark.skipif(
+        data_dir(name) is None,
+        reason=f"needs the real {name} dataset under UIUNET_DATA or ./data (see README, 'Datasets')",
+    )
+
+
+needs_reference = pytest.mark.skipif(
+    not REFERENCE.is_dir(), reason="needs ../shared/reference (official manifest and golden outputs)"
+)
