@@ -7,24 +7,24 @@ Docs: https://uiunet.github.io/uiunet/layers.html.md"""
 # %% auto #0
 __all__ = ['pool2', 'upsample_like', 'REBNCONV', 'RSU', 'RSU4F', 'SpatialAttention', 'conv_bn_relu', 'ICA']
 
-# %% ../nbs/01_layers.ipynb #b4a69f95
+# %% ../nbs/01_layers.ipynb #3fd4580c
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/01_layers.ipynb #03533181
+# %% ../nbs/01_layers.ipynb #5a47697d
 def pool2(x:torch.Tensor)->torch.Tensor:
     "2x2 max-pool, stride 2, rounding the output size up (`ceil_mode=True`), as the release does."
     return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
 
-# %% ../nbs/01_layers.ipynb #b3f65ad0
+# %% ../nbs/01_layers.ipynb #4edee28f
 def upsample_like(x:torch.Tensor, # tensor to resize, (B, C, h, w)
                   ref:torch.Tensor, # tensor whose spatial size (H, W) `x` is resized to
                  )->torch.Tensor:
     "Bilinear resize of `x` to the spatial size of `ref` (`align_corners=False`)."
     return F.interpolate(x, size=ref.shape[-2:], mode='bilinear', align_corners=False)
 
-# %% ../nbs/01_layers.ipynb #a5fc9ca1
+# %% ../nbs/01_layers.ipynb #161c1c0a
 class REBNCONV(nn.Module):
     "3x3 conv (bias) -> BatchNorm -> ReLU with dilation `dirate`; the size is kept."
     def __init__(self,
@@ -39,7 +39,7 @@ class REBNCONV(nn.Module):
 
     def forward(self, x): return self.relu_s1(self.bn_s1(self.conv_s1(x)))
 
-# %% ../nbs/01_layers.ipynb #e8649d8a
+# %% ../nbs/01_layers.ipynb #507d069f
 class RSU(nn.Module):
     "Residual U-block of depth `L`: `rebnconvin` then a U-Net of `L` REBNCONVs on top of it, plus a residual."
     def __init__(self,
@@ -68,7 +68,7 @@ class RSU(nn.Module):
             hx = getattr(self, f'rebnconv{i}d')(torch.cat([hx, enc[i-1]], 1))
         return hx + xin                                    # U(f(x)) + f(x)
 
-# %% ../nbs/01_layers.ipynb #04fab4d7
+# %% ../nbs/01_layers.ipynb #7508716d
 class RSU4F(RSU):
     "RSU-4F: the 4-level residual U-block with dilations 1, 2, 4, 8 / 4, 2, 1 and no pooling."
     def __init__(self,
@@ -78,7 +78,7 @@ class RSU4F(RSU):
                 ):
         super().__init__(in_ch, mid_ch, out_ch, L=4, dilated=True)
 
-# %% ../nbs/01_layers.ipynb #0bbe5872
+# %% ../nbs/01_layers.ipynb #051df448
 class SpatialAttention(nn.Module):
     "Per-pixel mean and max over channels (mean first) -> 3x3 conv without bias -> sigmoid: a (B, 1, H, W) map."
     def __init__(self, kernel_size:int=3): # size of the convolution over the two pooled maps
@@ -89,12 +89,12 @@ class SpatialAttention(nn.Module):
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)  # [P_avg; P_max]
         return torch.sigmoid(self.conv1(pooled))  # release: sigmoid, eq. (6) has delta = ReLU
 
-# %% ../nbs/01_layers.ipynb #03f8bfb5
+# %% ../nbs/01_layers.ipynb #eb5e4d79
 def conv_bn_relu(in_ch:int, out_ch:int, k:int=1)->list:
     "Layers of a k x k conv (bias, 'same' padding) -> BatchNorm -> ReLU, for `nn.Sequential`."
     return [nn.Conv2d(in_ch, out_ch, k, padding=k//2), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
-# %% ../nbs/01_layers.ipynb #b5362be8
+# %% ../nbs/01_layers.ipynb #0354b563
 class ICA(nn.Module):
     "Interactive-cross attention (IC-A) as released: fuses `high` and `low` (C channels each) into 2C channels."
     def __init__(self,
