@@ -1,1 +1,7 @@
+"""An open, reproducible companion to UIU-Net (U-Net in U-Net for infrared small object detection, TIP 2023): model, authors' weights, training, Pd/Fa metrics, baselines.
+
+Modules:
+
+- `uiunet.learner`: A plain PyTorch fit loop for UIU-Net: the release's recipe and the field's standard one, atomic safetensors checkpoints, exact resume, validation with IoU, nIoU, Pd and Fa."""
+
 __version__ = "0.1.0"
