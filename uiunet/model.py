@@ -10,7 +10,7 @@ __all__ = ['STAGES', 'SIDES', 'FUSES', 'PRETRAINED', 'scale_channels', 'UIUNet',
            'count_macs', 'convert_official', 'read_checkpoint', 'check_official', 'load_official', 'save_official',
            'fuse_bn', 'optimize_for_inference']
 
-# %% ../nbs/02_model.ipynb #77c00a6f
+# %% ../nbs/02_model.ipynb #e1604fad
 import copy, fnmatch, importlib.resources
 from collections import OrderedDict
 from pathlib import Path
@@ -23,7 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .layers import *
 
-# %% ../nbs/02_model.ipynb #6181b363
+# %% ../nbs/02_model.ipynb #a2d127aa
 STAGES = OrderedDict(  # name: (L, dilated, in, mid, out) of the released UIU-Net; in=None: the image channels
     stage1=(7, False, None, 32, 64), stage2=(6, False, 64, 32, 128), stage3=(5, False, 128, 64, 256),
     stage4=(4, False, 256, 128, 512), stage5=(4, True, 512, 256, 512), stage6=(4, True, 512, 256, 512),
@@ -32,12 +32,12 @@ STAGES = OrderedDict(  # name: (L, dilated, in, mid, out) of the released UIU-Ne
 SIDES = ['stage1d', 'stage2d', 'stage3d', 'stage4d', 'stage5d', 'stage6']  # read by side1..side6
 FUSES = OrderedDict(fuse5=512, fuse4=512, fuse3=256, fuse2=128)  # IC-A instances and their C
 
-# %% ../nbs/02_model.ipynb #d603fb51
+# %% ../nbs/02_model.ipynb #2f771e88
 def scale_channels(c:int, width:float=1.0, divisor:int=4)->int:
     "Channel count `c` times `width`, rounded to a multiple of `divisor` (at least `divisor`); `c` itself for width 1."
     return c if width == 1 else max(divisor, int(c * width / divisor + 0.5) * divisor)
 
-# %% ../nbs/02_model.ipynb #95cbb24f
+# %% ../nbs/02_model.ipynb #6f4db2c3
 class UIUNet(nn.Module):
     "UIU-Net as released: RSU encoder/decoder, IC-A skips at De5..De2, six side heads and a fused head."
     def __init__(self,
@@ -57,7 +57,7 @@ class UIUNet(nn.Module):
             for name, c in FUSES.items(): setattr(self, name, ICA(ch(c)))
         self.channels_last = False  # set by `optimize_for_inference`
 
-# %% ../nbs/02_model.ipynb #2a228d91
+# %% ../nbs/02_model.ipynb #827840c8
 @patch
 def _join(self:UIUNet, k:int, high, low):
     "Skip connection into decoder stage `k`: IC-A `fuse{k}` (k = 2..5, if `ica`) or the concatenation [high, low]."
@@ -78,7 +78,7 @@ def forward(self:UIUNet, x:torch.Tensor)->tuple:
     sides = [sides[0]] + [upsample_like(s, sides[0]) for s in sides[1:]]
     return (self.outconv(torch.cat(sides, 1)), *sides)
 
-# %% ../nbs/02_model.ipynb #5b1cc564
+# %% ../nbs/02_model.ipynb #b6186476
 def check_input(x, model:UIUNet):
     "Raise a `ValueError` saying how to fix `x` if it is not a (B, C, H, W) float tensor that `model` accepts."
     name, c = type(model).__name__, model.in_channels
@@ -97,14 +97,14 @@ def check_input(x, model:UIUNet):
         raise ValueError(f"{name} in training mode needs a batch of at least 2 images (BatchNorm after IC-A's global "
                          "pooling); use batch_size >= 2 with drop_last=True, or call model.eval() to predict.")
 
-# %% ../nbs/02_model.ipynb #ae0eb8f3
+# %% ../nbs/02_model.ipynb #1364c507
 @patch
 def predict(self:UIUNet, x:torch.Tensor)->torch.Tensor:
     "Fused probability map (B, out_channels, H, W), in eval mode under `torch.inference_mode()`."
     if self.training: self.eval()
     with torch.inference_mode(): return torch.sigmoid(self(x)[0])
 
-# %% ../nbs/02_model.ipynb #bceabcd7
+# %% ../nbs/02_model.ipynb #6b5b4804
 _model_entrypoints = {}
 
 def register_model(fn):
@@ -116,7 +116,7 @@ def list_models(pattern:str='*')->list:
     "Sorted names of the registered models matching the shell-style `pattern`."
     return sorted(fnmatch.filter(_model_entrypoints, pattern))
 
-# %% ../nbs/02_model.ipynb #6588c6ab
+# %% ../nbs/02_model.ipynb #1ee0af98
 @register_model
 def uiunet(**kwargs):
     "UIU-Net as released: 50.54 M parameters (3 input channels)."
@@ -137,7 +137,7 @@ def uiunet_no_ica(**kwargs):
     "Plain concatenation skips at every level (Table II, 'U-Net + RSU'): U2-Net 'full', 44.01 M parameters."
     return UIUNet(ica=False, **kwargs)
 
-# %% ../nbs/02_model.ipynb #00d9b75a
+# %% ../nbs/02_model.ipynb #b25176f5
 PRETRAINED = {name: {} for name in list_models()}  # model name -> {tag: file in uiunet/weights/}
 
 def weights_dir()->Path:
@@ -155,7 +155,7 @@ def pretrained_file(name:str, tag:str)->Path:
     if not path.exists(): raise FileNotFoundError(f"pretrained weights {tag!r} of {name!r} should be at {path}; reinstall uiunet.")
     return path
 
-# %% ../nbs/02_model.ipynb #c9ec0a17
+# %% ../nbs/02_model.ipynb #48c47340
 def create_model(name:str, # a name from `list_models()`
                  in_channels:int=3, # input image channels
                  out_channels:int=1, # output channels
@@ -170,7 +170,7 @@ def create_model(name:str, # a name from `list_models()`
     if path is not None: model.load_state_dict(check_official(read_checkpoint(path), model))
     return model
 
-# %% ../nbs/02_model.ipynb #d2f45ad2
+# %% ../nbs/02_model.ipynb #9f737609
 def count_macs(name:str, # a name from `list_models()`
                size:tuple=(320, 320), # input (H, W)
                in_channels:int=3, # input channels
@@ -184,7 +184,7 @@ def count_macs(name:str, # a name from `list_models()`
     with counter, torch.no_grad(): model(x)
     return counter.get_total_flops() // 2
 
-# %% ../nbs/02_model.ipynb #a0851903
+# %% ../nbs/02_model.ipynb #4faaf570
 def convert_official(state_dict:dict)->OrderedDict:
     "The one place where checkpoint keys are converted to this model's names (the release's names are ours)."
     out = OrderedDict()
@@ -194,7 +194,9 @@ def convert_official(state_dict:dict)->OrderedDict:
         out[key] = value
     return out
 
-# %% ../nbs/02_model.ipynb #2da1b718
+# %% ../nbs/02_model.ipynb #9148b210
+def _listing(keys, n=8): return ', '.join(keys[:n]) + (f', ... ({len(keys) - n} more)' if len(keys) > n else '')
+
 def read_checkpoint(src)->dict:
     "A state_dict from `src`: a path (`torch.load(weights_only=True)`, or safetensors) or a dict; refuses anything else."
     obj = src
@@ -205,17 +207,17 @@ def read_checkpoint(src)->dict:
                 obj = load_file(str(src))
             else: obj = torch.load(src, map_location='cpu', weights_only=True)
         except Exception as e:
-            raise ValueError(f"{src} is not a checkpoint that torch.load(weights_only=True) can read "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+            why = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), type(e).__name__)
+            raise ValueError(f"{src} is not a checkpoint that torch.load(weights_only=True) can read ({why}); "
+                             "expected a file written by torch.save(model.state_dict(), path)") from e
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        what = f"a dict with keys {_listing([str(k) for k in obj], 5)}" if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{src if isinstance(src, (str, Path)) else 'the object'} is not a state_dict "
-                         f"(a dict of parameter name -> tensor); got {type(obj).__name__}")
+                         f"(a dict of parameter name -> tensor): got {what}")
     return obj
 
-# %% ../nbs/02_model.ipynb #466e6bee
-def _listing(keys, n=8): return ', '.join(keys[:n]) + (f', ... ({len(keys) - n} more)' if len(keys) > n else '')
-
+# %% ../nbs/02_model.ipynb #07b9daab
 def check_official(state_dict:dict, # checkpoint tensors, official names (any wrapper prefix is removed)
                    model:nn.Module, # the model it must fit
                   )->OrderedDict:
@@ -231,7 +233,7 @@ def check_official(state_dict:dict, # checkpoint tensors, official names (any wr
     if unexpected and all(k.startswith('fuse') for k in unexpected): hint = " (IC-A weights present: build the model with ica=True)"
     raise ValueError(f"checkpoint does not fit {type(model).__name__}({getattr(model, 'config', '')}): " + '; '.join(problems) + hint)
 
-# %% ../nbs/02_model.ipynb #2d9b0341
+# %% ../nbs/02_model.ipynb #4b4c300e
 def load_official(src, # path of an official checkpoint (.pth: torch.load(weights_only=True); .safetensors) or a state_dict
                   **kwargs, # arguments of `UIUNet`; `in_channels`, `out_channels` default to the checkpoint's
                  )->UIUNet:
@@ -243,7 +245,7 @@ def load_official(src, # path of an official checkpoint (.pth: torch.load(weight
     model.load_state_dict(check_official(sd, model))
     return model.eval()
 
-# %% ../nbs/02_model.ipynb #213a741a
+# %% ../nbs/02_model.ipynb #aed92c3d
 def save_official(model:nn.Module, # a `UIUNet` (possibly wrapped by DataParallel or torch.compile), BatchNorm not folded
                   path, # file to write: `.pth` (torch.save) or `.safetensors`
                  ):
@@ -260,7 +262,7 @@ def save_official(model:nn.Module, # a `UIUNet` (possibly wrapped by DataParalle
         save_file(sd, str(path))
     else: torch.save(sd, path)
 
-# %% ../nbs/02_model.ipynb #5f2d4739
+# %% ../nbs/02_model.ipynb #236e3912
 def fuse_bn(model:nn.Module)->nn.Module:
     "An eval-mode copy of `model` with every BatchNorm2d folded into the Conv2d before it (inference only)."
     model = copy.deepcopy(model).eval()
@@ -273,7 +275,7 @@ def fuse_bn(model:nn.Module)->nn.Module:
                     m[i], m[i+1] = fuse_conv_bn_eval(m[i], m[i+1]), nn.Identity()
     return model
 
-# %% ../nbs/02_model.ipynb #7fe6bd53
+# %% ../nbs/02_model.ipynb #1595c591
 def optimize_for_inference(model:UIUNet)->UIUNet:
     "An eval-mode copy of `model` for fast CPU inference: BatchNorm folded, channels-last layout, no gradients."
     model = fuse_bn(model).to(memory_format=torch.channels_last).requires_grad_(False)
