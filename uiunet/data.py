@@ -520,16 +520,18 @@ def release_normalize(item: dict) -> dict:
     return {**item, 'image': torch.from_numpy((x - mean) / std)}
 
 # %% ../nbs/00_data.ipynb #13d789d2
-def _release(item, rng, train=True, size=320, crop=288):
+def _release(item, rng, train=True, size=320, crop=288, multiple=32):
+    if size is None: return release_normalize(pad_item(item, multiple))  # native resolution, for the standard protocol
     item = resize_item(item, (size, size))
     if train:
         if rng.random() < 0.5: item = flip_item(item, 1)
         item = crop_item(item, int(rng.integers(0, size - crop + 1)), int(rng.integers(0, size - crop + 1)), crop, crop)
     return release_normalize(item)
 
-def release_transform(train: bool = True, size: int = 320, crop: int = 288):
-    "The release's recipe: resize to `size`; when training, vertical flip (p=0.5) and a random `crop`; max then ImageNet normalisation."
-    return partial(_release, train=train, size=size, crop=crop)
+def release_transform(train: bool = True, size: int | None = 320, crop: int = 288, multiple: int = 32):
+    "The release's recipe: resize to `size` (None: native size padded to `multiple`); training: vertical flip (p=0.5), random `crop`; max then ImageNet normalisation."
+    if size is None and train: raise ValueError('release_transform: training needs a resize `size` (the release uses 320)')
+    return partial(_release, train=train, size=size, crop=crop, multiple=multiple)
 
 # %% ../nbs/00_data.ipynb #a2e3e8c0
 def norm_stats(name, splits=('train', 'test'), root=None, **kw) -> tuple[float, float]:
