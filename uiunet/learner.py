@@ -19,13 +19,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
+from .data import NORM_STATS, crop_to, get_dataset, norm_stats, release_transform, standard_transform
 from .loss import get_loss
 from .metrics import SegMetrics
 
 # %% auto #0
-__all__ = ['RECIPES', 'default_device', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer', 'atomic_write',
-           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'fused_probability', 'predict_dataset', 'validate',
-           'NonFiniteLossError', 'Learner', 'load_run']
+__all__ = ['RECIPES', 'default_device', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer', 'recipe_transforms',
+           'atomic_write', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'fused_probability',
+           'predict_dataset', 'validate', 'NonFiniteLossError', 'Learner', 'load_run']
 
 # %% ../nbs/05_learner.ipynb #93788785
 def default_device(device:str|None=None # 'cuda', 'mps', 'cpu', or None/'auto' to choose
@@ -43,7 +44,7 @@ def loader_settings(device:torch.device # where the model runs
     "DataLoader keyword arguments that suit `device` (and set CPU threads to the cores)."
     if device.type == 'cuda':
         return dict(num_workers=min(4, os.cpu_count() or 1), pin_memory=True, persistent_workers=True)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count() or 1))  # the cores, unless limited
     return dict(num_workers=0, pin_memory=False)
 
 # %% ../nbs/05_learner.ipynb #4542a26b
@@ -75,6 +76,20 @@ def make_optimizer(params, # the model's parameters
     opt = torch.optim.Adam(params, lr=lr or recipe.lr, betas=(0.9, 0.999), weight_decay=0)
     steps = sorted({max(1, round(f*epochs)) for f in recipe.milestones})
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=recipe.gamma)
+
+# %% ../nbs/05_learner.ipynb #cc0407d7
+def recipe_transforms(recipe:str, # 'release' or 'standard'
+                      dataset:str='synthetic', # whose mean/std the standard recipe uses
+                      img_size:int|None=None # training crop (release: 288, standard: 256)
+                     )->tuple:
+    "The (training, native-resolution evaluation) transforms of `recipe`."
+    if recipe == 'release':
+        crop = img_size or 288
+        return release_transform(True, size=round(crop * 320 / 288), crop=crop), release_transform(False, size=None)
+    if recipe == 'standard':
+        stats = dataset if Path(str(dataset)).name.lower() in NORM_STATS else norm_stats(dataset, ('train',))
+        return standard_transform(True, stats, crop=img_size or 256), standard_transform(False, stats)
+    raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
 
 # %% ../nbs/05_learner.ipynb #e68bd636
 def atomic_write(path:Path, # final file name
@@ -170,22 +185,24 @@ def fused_probability(model, x:torch.Tensor)->torch.Tensor:
         return torch.sigmoid(out[0] if isinstance(out, (tuple, list)) else out)
 
 # %% ../nbs/05_learner.ipynb #0b79dac9
-def predict_dataset(model, # a segmentation model in eval mode
+def predict_dataset(model, # a segmentation model
                     ds, # items with `image`, `mask`, `name`, `size`
                     device:torch.device|None=None, # defaults to the model's device
+                    crop:bool=True, # crop padding off (native-resolution protocols); False: score at the transformed size
                     progress:bool=False # show a tqdm bar
                    ):
-    "Yield `(name, probability, mask)` per image as 2-D numpy arrays at the original size."
+    "Yield `(name, probability, mask)` per image as 2-D numpy arrays (at the original size when `crop`)."
     device = device or next(model.parameters()).device
     model.eval()
     for i in tqdm(range(len(ds)), desc='predict', disable=not progress, leave=False):
-        item = ds[i]; h, w = (int(v) for v in item['size'])
-        p = fused_probability(model, item['image'][None].to(device))[0, 0, :h, :w].float().cpu().numpy()
-        yield item['name'], p, item['mask'][0, :h, :w].numpy()
+        item = ds[i]
+        p, y = fused_probability(model, item['image'][None].to(device))[0, 0].float().cpu(), item['mask'][0]
+        if crop: p, y = crop_to(p, item['size']), crop_to(y, item['size'])
+        yield item['name'], p.numpy(), y.numpy()
 
 # %% ../nbs/05_learner.ipynb #a5a15992
 def validate(model, ds, device=None, threshold:float=0.5)->dict:
-    "IoU, nIoU, Pd and Fa of `model` on `ds` (standard protocol)."
+    "IoU, nIoU, Pd, Fa and AUC of `model` on `ds` at native resolution (standard protocol)."
     m = SegMetrics(threshold=threshold)
     for _, p, y in predict_dataset(model, ds, device): m.update([p], [y])
     r = m.compute()
