@@ -6,9 +6,8 @@ Docs: https://uiunet.github.io/uiunet/model.html.md"""
 
 # %% auto #0
 __all__ = ['STAGES', 'SIDES', 'FUSES', 'PRETRAINED', 'scale_channels', 'UIUNet', 'check_input', 'register_model', 'list_models',
-           'uiunet', 'uiunet_small', 'uiunet_tiny', 'uiunet_no_ica', 'weights_dir', 'pretrained_file', 'create_model',
-           'count_macs', 'convert_official', 'read_checkpoint', 'check_official', 'load_official', 'save_official',
-           'fuse_bn', 'optimize_for_inference']
+           'weights_dir', 'pretrained_file', 'create_model', 'count_macs', 'convert_official', 'read_checkpoint',
+           'check_official', 'load_official', 'save_official', 'fuse_bn', 'optimize_for_inference']
 
 # %% ../nbs/02_model.ipynb #e1604fad
 import copy, fnmatch, importlib.resources
@@ -93,7 +92,7 @@ def check_input(x, model:UIUNet):
         hint = f" Repeat a one-channel image with x.expand(-1, {c}, -1, -1), or" if x.shape[1] == 1 else ""
         raise ValueError(f"{name} was built for {c} input channels, got {x.shape[1]} (shape {tuple(x.shape)}).{hint} "
                          f"build the model with in_channels={x.shape[1]}.")
-    if model.training and model.ica and x.shape[0] == 1 and torch.is_grad_enabled():
+    if model.training and model.ica and x.shape[0] == 1:
         raise ValueError(f"{name} in training mode needs a batch of at least 2 images (BatchNorm after IC-A's global "
                          "pooling); use batch_size >= 2 with drop_last=True, or call model.eval() to predict.")
 
