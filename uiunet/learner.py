@@ -127,7 +127,8 @@ def save_checkpoint(path:Path, # a `.safetensors` file
         for pid, st in sd['state'].items():
             for k, v in st.items(): tensors[f'optim.{pid}.{k}'] = torch.as_tensor(v).cpu().contiguous()
         state['optimizer'] = dict(param_groups=sd['param_groups'])
-    if scheduler is not None: state['scheduler'] = scheduler.state_dict()
+    if scheduler is not None:  # milestones come from the config; JSON would turn their int keys into strings
+        state['scheduler'] = {k: v for k, v in scheduler.state_dict().items() if k != 'milestones'}
     tensors['rng.torch'] = torch.get_rng_state()
     if torch.cuda.is_available(): tensors['rng.cuda'] = torch.cuda.get_rng_state()
     meta = json.dumps(state, default=_jsonable)
@@ -170,7 +171,7 @@ def load_checkpoint(path:Path, # a checkpoint written by `save_checkpoint`
             if k.startswith('optim.'):
                 _, pid, name = k.split('.', 2); st.setdefault(int(pid), {})[name] = v
         optimizer.load_state_dict(dict(state=st, param_groups=state['optimizer']['param_groups']))
-    if scheduler is not None: scheduler.load_state_dict(state['scheduler'])
+    if scheduler is not None: scheduler.load_state_dict({**scheduler.state_dict(), **state['scheduler']})
     if restore_rng:
         _set_rng_state(state['rng']); torch.set_rng_state(tensors['rng.torch'])
         if 'rng.cuda' in tensors and torch.cuda.is_available(): torch.cuda.set_rng_state(tensors['rng.cuda'])
