@@ -50,3 +50,17 @@ def test_evaluate_runner_writes_metrics(trained, protocol):
     assert {"detections.png", "roc.png", "pdfa.csv"} <= {p.name for p in res.iterdir()}
     masks = list((trained / "runs" / f"ev-{protocol}" / "masks").glob("*.png"))
     assert len(masks) == 3
+
+
+def test_evaluate_runner_takes_an_authors_checkpoint(tmp_path):
+    "An authors'-format .pth (written by save_official) is scored through load_official, release protocol."
+    import torch
+    from uiunet.model import create_model, save_official
+    torch.manual_seed(0)
+    save_official(create_model("uiunet").eval(), tmp_path / "uiunet.pth")
+    _run("evaluate.ipynb", tmp_path / "eval.ipynb", run=str(tmp_path / "uiunet.pth"), dataset="synthetic", split="test",
+         protocol="release", limit=2, name="pth", out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"),
+         figure_images=1)
+    m = json.loads((tmp_path / "results" / "pth" / "metrics.json").read_text())
+    assert m["checkpoint_rule"] == "authors' checkpoint uiunet.pth" and m["recipe"] == "release"
+    assert m["input_size"] == "320x320 resize" and m["counts"]["pixels"] == 2 * 320 * 320
