@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DIRECTIVE = re.compile(r"^\s*#\|.*\n?", re.M)
 
 
+def _output_text(out) -> str:
+    "Markdown (or plain text) of one cell output."
+    data = out.get("data", {})
+    if "text/markdown" in data: return "".join(data["text/markdown"])
+    if "text/plain" in data: return "".join(data["text/plain"])
+    return "".join(out.get("text", ""))
+
+
 def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     "Markdown of the index notebook: hidden cells dropped, nbdev directives stripped."
     nb = nbformat.read(nb_path, as_version=4)
@@ -21,6 +29,9 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     for cell in nb.cells:
         if cell.cell_type == "code" and re.search(r"^\s*#\|\s*hide\b", cell.source, re.M):
             continue
+        if cell.cell_type == "code" and re.search(r"^\s*#\|\s*echo:\s*false", cell.source, re.M):
+            # only the cell's (markdown or text) output goes into the README
+            cell = nbformat.v4.new_markdown_cell("\n".join(_output_text(o) for o in cell.get("outputs", [])))
         cell.source = DIRECTIVE.sub("", cell.source)
         keep.append(cell)
     nb.cells = keep

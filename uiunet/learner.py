@@ -331,7 +331,8 @@ def resume_from(self:Learner, path:Path):
     _, st = read_checkpoint(path)
     for k in ('model', 'dataset', 'train_split', 'recipe', 'batch_size', 'seed', 'epochs'):
         if k in st['config'] and st['config'].get(k) != self.config.get(k): raise ValueError(
-            f'{path}: cannot resume, the checkpoint has {k}={st["config"].get(k)!r} but this run has {self.config.get(k)!r}')
+            f'{path}: cannot resume, the checkpoint has {k}={st["config"].get(k)!r} but this run has {self.config.get(k)!r}; '
+            f'use the same settings, or another out_dir (delete {path.parent} to start that run over)')
     st = load_checkpoint(path, self.model, self.opt, self.sched, restore_rng=True)
     self.epoch, self.history, self.best = st['epoch'], st['history'], st['best']
     print(f'resumed {path} at epoch {self.epoch}')
