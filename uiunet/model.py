@@ -167,6 +167,7 @@ def create_model(name:str, # a name from `list_models()`
                  **kwargs, # more arguments of the model, e.g. `width` for `uiunet`
                 )->nn.Module:
     "Build the registered model `name`, optionally with pretrained weights."
+    if name not in _model_entrypoints: import uiunet.models_dd  # registers the data-driven baselines (08_models_dd)
     if name not in _model_entrypoints:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     path = None if pretrained is None else pretrained_file(name, pretrained)  # fail before building
