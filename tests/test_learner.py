@@ -43,7 +43,8 @@ def test_run_records_best_and_last(tmp_path):
     learn = _learner(tmp_path / "r")
     learn.fit(2)
     run = json.loads((tmp_path / "r" / "run.json").read_text())
-    best_epoch = max(learn.history, key=lambda r: r["val_iou"])["epoch"]
+    best_iou = max(r["val_iou"] for r in learn.history)
+    best_epoch = [r["epoch"] for r in learn.history if r["val_iou"] == best_iou][-1]  # ties: the later epoch
     assert run["selected"] == "best.safetensors" and run["best"]["epoch"] == best_epoch
     assert run["last"]["epoch"] == 2 and run["finished"] is True
     _, st = read_checkpoint(tmp_path / "r" / "best.safetensors")

@@ -281,7 +281,7 @@ def end_epoch(self:Learner, row:dict, last_epoch:bool):
     if self.val_ds is not None and (e % self.val_every == 0 or last_epoch):
         row.update({f'val_{k}': v for k, v in validate(self.model, self.val_ds, self.device).items()})
     self.history.append(row); self.epoch = e
-    improved = 'val_iou' in row and (self.best is None or row['val_iou'] > self.best['val_iou'])
+    improved = 'val_iou' in row and (self.best is None or row['val_iou'] >= self.best['val_iou'])  # ties: the later
     if improved: self.best = dict(epoch=e, val_iou=row['val_iou'])
     state = dict(epoch=e, config=self.config, history=self.history, best=self.best)
     save_checkpoint(self.out_dir/'last.safetensors', self.model, self.opt, self.sched, state)
