@@ -64,7 +64,8 @@ class Recipe:
     gamma:float=0.1
 
 RECIPES = {'release': Recipe('release', lr=1e-3, loss='bce', shuffle=False),
-           'standard': Recipe('standard', lr=5e-4, loss='softiou', shuffle=True, milestones=(0.5, 0.75))}
+           'standard': Recipe('standard', lr=5e-4, loss='softiou', shuffle=True, milestones=(0.5, 0.75)),
+           'cpu': Recipe('cpu', lr=1e-3, loss='bce', shuffle=True, milestones=(0.8,))}
 
 # %% ../nbs/05_learner.ipynb #ed6c9fb7
 def make_optimizer(params, # the model's parameters
@@ -78,7 +79,7 @@ def make_optimizer(params, # the model's parameters
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=recipe.gamma)
 
 # %% ../nbs/05_learner.ipynb #cc0407d7
-def recipe_transforms(recipe:str, # 'release' or 'standard'
+def recipe_transforms(recipe:str, # a name in `RECIPES`
                       dataset:str='synthetic', # whose mean/std the standard recipe uses
                       img_size:int|None=None # training crop (release: 288, standard: 256)
                      )->tuple:
@@ -86,7 +87,7 @@ def recipe_transforms(recipe:str, # 'release' or 'standard'
     if recipe == 'release':
         crop = img_size or 288
         return release_transform(True, size=round(crop * 320 / 288), crop=crop), release_transform(False, size=None)
-    if recipe == 'standard':
+    if recipe in RECIPES:
         stats = dataset if Path(str(dataset)).name.lower() in NORM_STATS else norm_stats(dataset, ('train',))
         return standard_transform(True, stats, crop=img_size or 256), standard_transform(False, stats)
     raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
