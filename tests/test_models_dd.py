@@ -10,7 +10,8 @@ from uiunet.model import UIUNet, create_model, list_models
 torch.set_num_threads(1)
 
 # name: (parameters with 3 input channels, number of outputs)
-MODELS = {"acm": (397_965, 1), "acm_fpn": (289_965, 1), "unet_resnet": (24_441_691, 6), "tbcnet": (426_451, 1),
+MODELS = {"acm": (397_965, 1), "acm_fpn": (289_965, 1), "unet_resnet": (24_441_691, 6),
+          "unet_resnet_ica": (24_819_363, 6), "tbcnet": (426_451, 1),
           "mdvsfa_cgan": (3_922_334, 3)}
 
 
@@ -103,9 +104,20 @@ def test_acm_attention_is_asymmetric():
     assert not torch.allclose(fuse.topdown(hi2), td)
 
 
-def test_acm_batch_of_one_in_training_is_refused():
+def test_batch_of_one_in_training_is_refused():
     with pytest.raises(ValueError, match="batch of at least 2"):
         create_model("acm").train()(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="batch of at least 2"):
+        create_model("unet_resnet_ica").train()(torch.rand(1, 3, 64, 64))
+    assert create_model("unet_resnet").train()(torch.rand(1, 3, 64, 64))[0].shape == (1, 1, 64, 64)
+
+
+def test_unet_resnet_ica_skips():
+    m, plain = create_model("unet_resnet_ica"), create_model("unet_resnet")
+    assert sum(isinstance(k, ICA) for k in m.modules()) == 4 and not any(isinstance(k, ICA) for k in plain.modules())
+    # IC-A returns 2C channels for a skip of C: the decoder blocks see 2x256, 2x128, 2x64, 2x64, then 32
+    assert [b[0].in_channels for b in m.decoder] == [512, 256, 128, 128, 32]
+    assert [b[0].in_channels for b in plain.decoder] == [512 + 256, 256 + 128, 128 + 64, 64 + 64, 32]
 
 
 def test_uiunet_no_ica_is_table_two_first_row():

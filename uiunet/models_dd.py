@@ -143,18 +143,21 @@ class UNetResNet(SegModel):
                  out_channels:int=1, # output channels
                  depth:int=34, # 18 or 34
                  decoder_channels:tuple=(256, 128, 64, 32, 16), # from the coarsest decoder level to the finest
+                 ica:bool=False, # IC-A skips (deeper feature projected to the skip's channels) instead of concatenation
                 ):
         super().__init__()
         if depth not in RESNET_BLOCKS: raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
-        self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, decoder_channels=tuple(decoder_channels))
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, decoder_channels=tuple(decoder_channels), ica=ica)
+        self.in_channels, self.out_channels, self.ica, self.min_batch = in_channels, out_channels, ica, 2 if ica else 1
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         enc = [64, 64, 128, 256, 512]
         self.layers = nn.ModuleList(res_stage(enc[i], enc[i+1], n, 1 if i == 0 else 2) for i, n in enumerate(RESNET_BLOCKS[depth]))
-        skips, prev, blocks = [256, 128, 64, 64, 0], 512, []
+        skips, prev, blocks, proj, fuses = [256, 128, 64, 64, 0], 512, [], [], []
         for c, s in zip(decoder_channels, skips):
-            blocks.append(nn.Sequential(*conv_bn_relu(prev + s, c, 3), *conv_bn_relu(c, c, 3))); prev = c
+            if ica and s: proj.append(nn.Sequential(*conv_bn_relu(prev, s, 1))); fuses.append(ICA(s))
+            blocks.append(nn.Sequential(*conv_bn_relu(2 * s if ica and s else prev + s, c, 3), *conv_bn_relu(c, c, 3))); prev = c
         self.decoder = nn.ModuleList(blocks)
+        if ica: self.proj, self.fuses = nn.ModuleList(proj), nn.ModuleList(fuses)
         self.sides = nn.ModuleList(nn.Conv2d(c, out_channels, 3, padding=1) for c in decoder_channels)
         self.outconv = nn.Conv2d(len(decoder_channels) * out_channels, out_channels, 1)
 
@@ -166,9 +169,10 @@ def forward(self:UNetResNet, x:torch.Tensor)->tuple:
     s0 = self.stem(x); f = F.max_pool2d(s0, 3, 2, 1); feats = [s0]
     for layer in self.layers: f = layer(f); feats.append(f)
     skips, y, sides = [feats[3], feats[2], feats[1], feats[0], None], feats[4], []
-    for block, head, skip in zip(self.decoder, self.sides, skips):
+    for k, (block, head, skip) in enumerate(zip(self.decoder, self.sides, skips)):
         y = F.interpolate(y, scale_factor=2, mode='nearest')
-        y = block(y if skip is None else torch.cat([y, skip], 1))
+        if skip is not None: y = self.fuses[k](self.proj[k](y), skip) if self.ica else torch.cat([y, skip], 1)
+        y = block(y)
         sides.append(F.interpolate(head(y), size=x.shape[-2:], mode='bilinear', align_corners=False))
     sides = sides[::-1]
     return tuple(o[..., :H, :W] for o in (self.outconv(torch.cat(sides, 1)), *sides))
@@ -178,6 +182,11 @@ def forward(self:UNetResNet, x:torch.Tensor)->tuple:
 def unet_resnet(**kwargs):
     "U-Net on a ResNet-34 encoder trained from scratch: the 'U-Net ResNet' backbone of UIU-Net's Table I."
     return UNetResNet(**kwargs)
+
+@register_model
+def unet_resnet_ica(**kwargs):
+    "`unet_resnet` with UIU-Net's IC-A skips: Table I's row 1 read as 'UIU-Net with a residual backbone'."
+    return UNetResNet(ica=True, **kwargs)
 
 # %% ../nbs/08_models_dd.ipynb #23cdab18
 class TBCNet(SegModel):
