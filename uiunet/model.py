@@ -6,11 +6,11 @@ Docs: https://uiunet.github.io/uiunet/model.html.md"""
 
 # %% auto #0
 __all__ = ['STAGES', 'SIDES', 'FUSES', 'PRETRAINED', 'scale_channels', 'UIUNet', 'check_input', 'register_model', 'list_models',
-           'weights_dir', 'pretrained_file', 'create_model', 'count_macs', 'convert_official', 'read_checkpoint',
-           'check_official', 'load_official', 'save_official', 'fuse_bn', 'optimize_for_inference']
+           'weights_dir', 'pretrained_file', 'weights_facts', 'create_model', 'count_macs', 'convert_official',
+           'read_checkpoint', 'check_official', 'load_official', 'save_official', 'fuse_bn', 'optimize_for_inference']
 
 # %% ../nbs/02_model.ipynb #e1604fad
-import copy, fnmatch, importlib.resources
+import copy, fnmatch, importlib.resources, json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -159,6 +159,13 @@ def pretrained_file(name:str, tag:str)->Path:
     if not path.exists(): raise FileNotFoundError(f"pretrained weights {tag!r} of {name!r} should be at {path}; reinstall uiunet.")
     return path
 
+def weights_facts(path:Path)->dict:
+    "Facts stored under `uiunet` in a safetensors weights file's metadata (recipe, data, epoch, ...); {} if none."
+    if not str(path).endswith('.safetensors'): return {}
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+    return json.loads(meta['uiunet']) if 'uiunet' in meta else {}
+
 # %% ../nbs/02_model.ipynb #48c47340
 def create_model(name:str, # a name from `list_models()`
                  in_channels:int=3, # input image channels
@@ -172,7 +179,9 @@ def create_model(name:str, # a name from `list_models()`
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     path = None if pretrained is None else pretrained_file(name, pretrained)  # fail before building
     model = _model_entrypoints[name](in_channels=in_channels, out_channels=out_channels, **kwargs)
-    if path is not None: model.load_state_dict(check_official(read_checkpoint(path), model))
+    if path is not None:
+        model.load_state_dict(check_official(read_checkpoint(path), model))
+        model.pretrained_cfg = weights_facts(path)  # how the weights were trained: `predict_image` reads it
     return model
 
 # %% ../nbs/02_model.ipynb #9f737609
