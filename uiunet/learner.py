@@ -352,6 +352,7 @@ def estimate_seconds(self:Learner, epochs:int, # epochs planned
         out = m(b['image'].to(self.device)); self.loss_fn(out, b['mask'].to(self.device)).backward(); opt.step(); opt.zero_grad()
         if i: times.append(time.perf_counter() - t0)
     per_batch = statistics.median(times) if times else float('nan')
+    # validation: a forward pass per image, taken as a third of a training step's cost per image
     val = len(self.val_ds) * per_batch / self.batch_size / 3 * math.ceil(epochs / self.val_every) if self.val_ds is not None else 0
     return per_batch * (len(self.train_ds) // self.batch_size) * epochs + val
 
