@@ -47,6 +47,16 @@ def test_sirst_paper_split():
 
 
 @needs_dataset("sirst")
+def test_sirst_5050_holdout_for_validation():
+    full = get_dataset("sirst", "5050_train").names
+    fit, held = get_dataset("sirst", "5050_train:fit").names, get_dataset("sirst", "5050_train:holdout").names
+    assert (len(fit), len(held)) == (170, 43) and set(fit).isdisjoint(held) and set(fit) | set(held) == set(full)
+    assert set(held).isdisjoint(get_dataset("sirst", "5050_test").names)
+    assert held == [s for s in full if s in set(held)]                # list order kept, reproducible
+    assert held == get_dataset("sirst", "5050_train:holdout").names
+
+
+@needs_dataset("sirst")
 def test_split_order_follows_list_file():
     listed = read_split(data_dir("sirst") / "idx_427" / "test.txt")
     assert get_dataset("sirst", "test").names == listed

@@ -149,17 +149,41 @@ def test_tbcnet_joint_loss():
 
 
 def test_mdvsfa_step_updates_all_three_networks():
-    from uiunet.models_dd import mdvsfa_optimizers, mdvsfa_train_step
+    from uiunet.models_dd import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
     torch.manual_seed(0)
     m = create_model("mdvsfa_cgan", in_channels=1)
     x, y = batch(32, c=1)
-    o = mdvsfa_optimizers(m)
+    opt, sched = mdvsfa_optimizer(m)
     before = {k: [p.detach().clone() for p in getattr(m, k).parameters()] for k in ("g1", "g2", "disc")}
-    losses = mdvsfa_train_step(m, x * 2 - 1, y, o["opts"])
+    losses = mdvsfa_train_step(m, x * 2 - 1, y, part_stepper(opt))
     assert sorted(losses) == ["d", "g1", "g2"] and all(v == v and abs(v) < 1e6 for v in losses.values())
     for k, ps in before.items():
         assert any(not torch.equal(a, b) for a, b in zip(ps, getattr(m, k).parameters())), k
-    assert [g["lr"] for g in o["opts"]["disc"].param_groups] == [1e-5]
+    assert [(g["name"], g["lr"]) for g in opt.param_groups] == [("g1", 1e-4), ("g2", 1e-4), ("disc", 1e-5)]
+    for _ in range(10): sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-5, 2e-5, 2e-6])   # x0.2 after 10 epochs
+
+
+def test_one_adam_with_groups_equals_three_adams():
+    # the Learner keeps one optimiser; stepping one group at a time must give the authors' three optimisers' updates
+    from uiunet.models_dd import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
+    torch.manual_seed(0)
+    a = create_model("mdvsfa_cgan", in_channels=1, width=8)
+    b = create_model("mdvsfa_cgan", in_channels=1, width=8)
+    b.load_state_dict(a.state_dict())
+    opt, _ = mdvsfa_optimizer(a)
+    three = {k: torch.optim.Adam(getattr(b, k).parameters(), lr=lr, betas=(0.5, 0.999))
+             for k, lr in (("g1", 1e-4), ("g2", 1e-4), ("disc", 1e-5))}
+    def separate(loss, part):
+        o = three[next(k for k in three if getattr(b, k) is part)]
+        o.zero_grad(set_to_none=True); loss.backward(); o.step()
+    for seed in range(3):
+        x, y = batch(32, c=1, seed=seed)
+        la = mdvsfa_train_step(a, x, y, part_stepper(opt))
+        lb = mdvsfa_train_step(b, x, y, separate)
+        assert la == pytest.approx(lb, rel=1e-5)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
 
 
 def test_mdvsfa_detection_is_the_mean_of_clipped_maps():
@@ -191,3 +215,20 @@ def test_learner_trains_and_reloads_acm(tmp_path):
     assert len(hist) == 1 and 0 <= hist[0]["val_iou"] <= 1
     model, state = load_run(tmp_path / "run")
     assert type(model).__name__ == "ACM" and state["epoch"] == 1
+
+
+@pytest.mark.parametrize("name,kwargs,keys", [("tbcnet", {"scm_epochs": 1}, {"train_sem", "train_seg"}),
+                                              ("mdvsfa_cgan", {}, {"train_d", "train_g1", "train_g2"})])
+def test_train_runner_uses_the_models_own_procedure(tmp_path, name, kwargs, keys):
+    import json
+    import pandas as pd
+    import papermill as pm
+    from conftest import ROOT
+    mk = {"width": 8} if name == "mdvsfa_cgan" else {}
+    pm.execute_notebook(str(ROOT / "nbs" / "train.ipynb"), str(tmp_path / "t.ipynb"), kernel_name="python3", cwd=str(ROOT),
+                        progress_bar=False, parameters=dict(dataset="synthetic", train_split="train", val_split="val",
+                        model=name, model_kwargs=mk, epochs=2, img_size=32, batch_size=2, recipe="standard", limit=4,
+                        name="p", out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "res"), learner_kwargs=kwargs))
+    run = json.loads((tmp_path / "res" / "p" / "run.json").read_text())
+    assert run["config"]["learner"] in ("TBCLearner", "MDvsFALearner") and run["epochs_done"] == 2
+    assert keys <= set(pd.read_csv(tmp_path / "res" / "p" / "log.csv").columns)

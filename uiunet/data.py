@@ -17,14 +17,15 @@ import torch
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'LUMA', 'DATASETS', 'OWN_DATA_HELP', 'SYNTH_COUNTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NORM_STATS',
-           'read_raw', 'decode_image', 'to_unit', 'to_channels', 'read_image', 'read_mask', 'local_scr', 'data_root',
-           'DatasetSpec', 'register_dataset', 'read_split', 'split_stems', 'find_dataset', 'has_dataset', 'find_pairs',
-           'image_size', 'check_sizes', 'ItemDataset', 'FileDataset', 'fbm', 'sky', 'below_horizon', 'ground', 'sea',
-           'background', 'clutter_points', 'sensor_noise', 'target_patch', 'add_targets', 'SceneConfig', 'synth_scene',
-           'SyntheticDataset', 'clean_pair', 'mdvsfa_clean', 'mdvsfa_500', 'paper_split', 'get_dataset', 'resize_item',
-           'map_item', 'flip_item', 'transpose_item', 'crop_item', 'pad_item', 'crop_to', 'release_normalize',
-           'release_transform', 'norm_stats', 'target_window', 'standard_transform', 'named_transform']
+__all__ = ['IMAGE_EXTS', 'LUMA', 'DATASETS', 'HOLDOUT_FRAC', 'OWN_DATA_HELP', 'SYNTH_COUNTS', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'NORM_STATS', 'read_raw', 'decode_image', 'to_unit', 'to_channels', 'read_image', 'read_mask', 'local_scr',
+           'data_root', 'DatasetSpec', 'register_dataset', 'read_split', 'holdout_split', 'split_stems', 'find_dataset',
+           'has_dataset', 'find_pairs', 'image_size', 'check_sizes', 'ItemDataset', 'FileDataset', 'fbm', 'sky',
+           'below_horizon', 'ground', 'sea', 'background', 'clutter_points', 'sensor_noise', 'target_patch',
+           'add_targets', 'SceneConfig', 'synth_scene', 'SyntheticDataset', 'clean_pair', 'mdvsfa_clean', 'mdvsfa_500',
+           'paper_split', 'get_dataset', 'resize_item', 'map_item', 'flip_item', 'transpose_item', 'crop_item',
+           'pad_item', 'crop_to', 'release_normalize', 'release_transform', 'norm_stats', 'target_window',
+           'standard_transform', 'named_transform']
 
 # %% ../nbs/00_data.ipynb #45f10128
 IMAGE_EXTS = ('.png', '.bmp', '.tif', '.tiff', '.jpg', '.jpeg')  # image files, searched in this order for a stem
@@ -126,15 +127,27 @@ def read_split(path) -> list[str]:
     return [l.rsplit('.', 1)[0] if l.lower().endswith(IMAGE_EXTS) else l for l in lines if l and not l.startswith('#')]
 
 # %% ../nbs/00_data.ipynb #8e47dba2
+HOLDOUT_FRAC = 0.2  # share of a split held out for validation by '<split>:holdout'
+
+def holdout_split(stems, frac: float = HOLDOUT_FRAC, seed: int = 0) -> tuple[list[str], list[str]]:
+    "(fit, holdout): a seeded `frac` of `stems` held out (at least one of each), both in the list's order."
+    n = len(stems); k = min(max(1, round(frac * n)), n - 1)
+    if n < 2 or not 0 < frac < 1: raise ValueError(f"cannot hold out {frac} of {n} stems (need 0 < frac < 1 and 2+ stems)")
+    held = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    return [s for i, s in enumerate(stems) if i not in held], [s for i, s in enumerate(stems) if i in held]
+
 def split_stems(folder: Path, spec: DatasetSpec, split: str) -> list[str]:
-    "Stems of `split`: the spec's list file or rule, else the list file `<split>` or `<split>.txt` in the folder."
+    """Stems of `split`: the spec's list file or rule, else the list file `<split>` or `<split>.txt` in the folder.
+    '<split>:fit' and '<split>:holdout' are the two parts of `holdout_split` (20%, seed 0), for splits without a validation list."""
+    base, _, part = split.rpartition(':')
+    if base and part in ('fit', 'holdout'): return holdout_split(split_stems(folder, spec, base))[part == 'holdout']
     entry = spec.splits.get(split)
     if callable(entry): return list(entry(folder))
     cands = (entry,) if isinstance(entry, str) else tuple(entry or ()) or (split, f'{split}.txt')
     for c in cands:
         if (folder / c).is_file(): return read_split(folder / c)
     raise FileNotFoundError(f"split '{split}' of {spec.name}: no list file {' or '.join(str(folder / c) for c in cands)} "
-                            f"(registered splits: {', '.join(spec.splits) or 'none'})")
+                            f"(registered splits: {', '.join(spec.splits) or 'none'}; any split + ':fit' / ':holdout')")
 
 # %% ../nbs/00_data.ipynb #79b7fbae
 OWN_DATA_HELP = ("A dataset of your own needs images/, masks/ (same stems; see mask_suffix) and one list file per split "

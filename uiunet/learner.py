@@ -24,9 +24,10 @@ from .loss import get_loss
 from .metrics import SegMetrics
 
 # %% auto #0
-__all__ = ['RECIPES', 'default_device', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer', 'recipe_transforms',
-           'atomic_write', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'fused_probability',
-           'predict_dataset', 'validate', 'NonFiniteLossError', 'Learner', 'load_run']
+__all__ = ['RECIPES', 'LEARNERS', 'default_device', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer',
+           'recipe_transforms', 'atomic_write', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'fused_probability', 'predict_dataset', 'validate', 'NonFiniteLossError', 'Learner', 'keep_grads_of',
+           'register_learner', 'learner_for', 'load_run']
 
 # %% ../nbs/05_learner.ipynb #93788785
 def default_device(device:str|None=None # 'cuda', 'mps', 'cpu', or None/'auto' to choose
@@ -224,6 +225,7 @@ def _loader(ds, batch_size, shuffle, seed, epoch, device):
 # %% ../nbs/05_learner.ipynb #99b6c0a5
 class Learner:
     "Train `model` on `train_ds`, validate on `val_ds`, checkpoint to `out_dir`."
+    procedure_keys = ()  # config entries of a subclass's procedure that a resumed run must share
     def __init__(self, model, # a model returning one logit map or a sequence of them (fused first)
                  train_ds, # items with `image` (C,H,W) and `mask` (1,H,W)
                  val_ds=None, # selection split (never the test split); None: the last epoch is the model
@@ -253,26 +255,63 @@ class Learner:
 
 # %% ../nbs/05_learner.ipynb #400f53f2
 @patch
+def make_optimizer(self:Learner, epochs:int):
+    "The run's optimiser and schedule: the recipe's Adam and MultiStepLR over all parameters."
+    return make_optimizer(self.model.parameters(), self.recipe, epochs, self.lr)
+
+@patch
+def before_epoch(self:Learner, epoch:int):
+    "Called with the model in training mode before the epoch's first batch (nothing to do here)."
+
+@patch
+def check_loss(self:Learner, loss:torch.Tensor):
+    "Stop with a message naming the batch and the kept checkpoint if `loss` is NaN or infinite."
+    if not torch.isfinite(loss): raise NonFiniteLossError(
+        f'epoch {self._at[0]}, batch {self._at[1]}: the loss is {loss.item()}; training stopped. {self.out_dir/"last.safetensors"} '
+        f'keeps the last good epoch ({self.epoch}). Try a lower lr (now {self.opt.param_groups[0]["lr"]}) or clip_grad.')
+
+def keep_grads_of(opt:torch.optim.Optimizer, module:torch.nn.Module):
+    "Drop the gradients of `opt`'s parameters outside `module`, so that its next step moves `module` alone."
+    keep = {id(p) for p in module.parameters()}
+    for g in opt.param_groups:
+        for p in g['params']:
+            if id(p) not in keep: p.grad = None
+
+@patch
+def backward_step(self:Learner, loss:torch.Tensor, # a finite loss
+                  only:torch.nn.Module|None=None # step only this part of the model (Adam's state is per parameter)
+                 ):
+    "Backward pass and optimiser step, through the AMP scaler and with `clip_grad`."
+    self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
+    if only is not None: keep_grads_of(self.opt, only)
+    if self.clip_grad: self.scaler.unscale_(self.opt); torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+    self.scaler.step(self.opt); self.scaler.update()
+
+@patch
+def step(self:Learner, x:torch.Tensor, y:torch.Tensor)->torch.Tensor:
+    "One optimisation step on images `x` and masks `y`; returns the loss."
+    with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp): out = self.model(x)
+    loss = self.loss_fn([o.float() for o in out] if isinstance(out, (tuple, list)) else out.float(), y)
+    self.check_loss(loss); self.backward_step(loss)
+    return loss.detach()
+
+@patch
 def train_epoch(self:Learner, epoch:int)->dict:
-    "Train one epoch; return its log row."
-    t0, tot, n, m = time.perf_counter(), 0.0, 0, self.model.train()
+    "Train one epoch; return its log row (with the mean of every loss `step` returned)."
+    t0, sums, n = time.perf_counter(), {}, 0
+    self.model.train(); self.before_epoch(epoch)
     bar = tqdm(_loader(self.train_ds, self.batch_size, self.recipe.shuffle, self.seed, epoch, self.device),
                desc=f'epoch {epoch}/{self.config["epochs"]}', disable=not self.progress, leave=False)
     for i, b in enumerate(bar):
         x, y = b['image'].to(self.device, non_blocking=True), b['mask'].to(self.device, non_blocking=True)
         if self.device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp): out = m(x)
-        loss = self.loss_fn([o.float() for o in out] if isinstance(out, (tuple, list)) else out.float(), y)
-        if not torch.isfinite(loss): raise NonFiniteLossError(
-            f'epoch {epoch}, batch {i}: the loss is {loss.item()}; training stopped. {self.out_dir/"last.safetensors"} '
-            f'keeps the last good epoch ({self.epoch}). Try a lower lr (now {self.opt.param_groups[0]["lr"]}) or clip_grad.')
-        self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
-        if self.clip_grad: self.scaler.unscale_(self.opt); torch.nn.utils.clip_grad_norm_(m.parameters(), self.clip_grad)
-        self.scaler.step(self.opt); self.scaler.update()
-        tot, n = tot + loss.item() * len(x), n + len(x); bar.set_postfix(loss=f'{tot/n:.4f}')
+        self._at = (epoch, i); out = self.step(x, y)
+        for k, v in (out if isinstance(out, dict) else dict(loss=out)).items(): sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+        n += len(x); bar.set_postfix(loss=f"{sums['loss']/n:.4f}")
     if n == 0: raise ValueError(f'{len(self.train_ds)} training images give no full batch of {self.batch_size}')
     lr = self.opt.param_groups[0]['lr']; self.sched.step(); dt = time.perf_counter() - t0
-    return dict(epoch=epoch, train_loss=tot / n, lr=lr, images=n, seconds=round(dt, 3), img_per_s=round(n / dt, 3))
+    extra = {f'train_{k}': v / n for k, v in sums.items() if k != 'loss'}
+    return dict(epoch=epoch, train_loss=sums['loss'] / n, **extra, lr=lr, images=n, seconds=round(dt, 3), img_per_s=round(n / dt, 3))
 
 # %% ../nbs/05_learner.ipynb #0b99532a
 @patch
@@ -314,7 +353,7 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
        )->list:
     "Train up to `epochs` epochs; return the log rows."
     self.config['epochs'] = epochs
-    self.opt, self.sched = make_optimizer(self.model.parameters(), self.recipe, epochs, self.lr)
+    self.opt, self.sched = self.make_optimizer(epochs)
     self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
     last = self.out_dir/'last.safetensors'
     if resume and last.exists(): self.resume_from(last)
@@ -330,7 +369,7 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
 def resume_from(self:Learner, path:Path):
     "Restore weights, optimiser, schedule, RNGs, log and best epoch from a `last` checkpoint."
     _, st = read_checkpoint(path)
-    for k in ('model', 'dataset', 'train_split', 'recipe', 'batch_size', 'seed', 'epochs'):
+    for k in ('model', 'dataset', 'train_split', 'recipe', 'batch_size', 'seed', 'epochs', *self.procedure_keys):
         if k in st['config'] and st['config'].get(k) != self.config.get(k): raise ValueError(
             f'{path}: cannot resume, the checkpoint has {k}={st["config"].get(k)!r} but this run has {self.config.get(k)!r}; '
             f'use the same settings, or another out_dir (delete {path.parent} to start that run over)')
@@ -355,6 +394,19 @@ def estimate_seconds(self:Learner, epochs:int, # epochs planned
     # validation: a forward pass per image, taken as a third of a training step's cost per image
     val = len(self.val_ds) * per_batch / self.batch_size / 3 * math.ceil(epochs / self.val_every) if self.val_ds is not None else 0
     return per_batch * (len(self.train_ds) // self.batch_size) * epochs + val
+
+# %% ../nbs/05_learner.ipynb #bfb2da5b
+LEARNERS = {}
+
+def register_learner(*names:str):
+    "Class decorator: use this `Learner` subclass for the models `names`."
+    def _reg(cls): LEARNERS.update({n: cls for n in names}); return cls
+    return _reg
+
+def learner_for(model_name:str)->type:
+    "The `Learner` class that trains `model_name` (its registered subclass, else `Learner`)."
+    import uiunet.models_dd  # registers the baselines' procedures
+    return LEARNERS.get(model_name, Learner)
 
 # %% ../nbs/05_learner.ipynb #cea3a62e
 def load_run(run_dir:Path, # a folder written by `Learner.fit`, or a `.safetensors` checkpoint in one

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from .layers import conv_bn_relu, ICA
 from fastcore.basics import patch
 from .model import check_input, register_model, UIUNet
+from .learner import Learner, register_learner, keep_grads_of
 
 # %% auto #0
 __all__ = ['RESNET_BLOCKS', 'pad_to_multiple', 'BasicBlock', 'res_stage', 'SegModel', 'ACMFuse', 'ACM', 'UNetResNet', 'TBCNet',
-           'tbcnet_losses', 'scm_pretrain_loss', 'CAN8', 'UCAN64', 'MDvsFADiscriminator', 'MDvsFA', 'mdvsfa_optimizers',
-           'mdvsfa_train_step']
+           'tbcnet_losses', 'scm_pretrain_loss', 'TBCLearner', 'CAN8', 'UCAN64', 'MDvsFADiscriminator', 'MDvsFA',
+           'mdvsfa_optimizer', 'part_stepper', 'mdvsfa_train_step', 'MDvsFALearner']
 
 # %% ../nbs/08_models_dd.ipynb #54ab8208
 def pad_to_multiple(x:torch.Tensor, # (B, C, H, W)
@@ -231,17 +232,42 @@ def tbcnet_losses(model:TBCNet, # the network
                   x:torch.Tensor, # images (B, C, H, W)
                   y:torch.Tensor, # masks (B, 1, H, W) in {0, 1}
                   lam:float=1.0, # weight of the semantic constraint
+                  seg_loss=None, # the TEM's pixel loss, a function of (outputs, masks); None: BCE as in the paper
                  )->dict:
-    "TBC-Net's joint loss: the TEM's pixel BCE plus `lam` x the SCM's cross-entropy on the TEM's map (label: a target is present)."
+    "TBC-Net's joint loss: the TEM's pixel loss plus `lam` x the SCM's cross-entropy on the TEM's map (label: a target is present)."
     logits = model(x)[0]
     label = (y.flatten(1).amax(1) > 0).long()
-    seg = F.binary_cross_entropy_with_logits(logits, y)
+    seg = seg_loss((logits,), y) if seg_loss else F.binary_cross_entropy_with_logits(logits, y)
     sem = F.cross_entropy(model.scm(torch.sigmoid(logits)), label)
     return dict(loss=seg + lam * sem, seg=seg, sem=sem)
 
 def scm_pretrain_loss(model:TBCNet, y:torch.Tensor)->torch.Tensor:
     "Cross-entropy of the SCM on ground-truth masks `y` (B, 1, H, W): the step that teaches the SCM what a target looks like."
     return F.cross_entropy(model.scm(y), (y.flatten(1).amax(1) > 0).long())
+
+# %% ../nbs/08_models_dd.ipynb #93374b92
+@register_learner('tbcnet')
+class TBCLearner(Learner):
+    "TBC-Net's procedure: the SCM learns from ground-truth masks for `scm_epochs` epochs, then is frozen while the TEM learns from the joint loss."
+    procedure_keys = ('scm_epochs', 'lam')
+    def __init__(self, model, *args, scm_epochs:int=3, lam:float=1.0, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.scm_epochs, self.lam = scm_epochs, lam
+        self.config.update(learner=type(self).__name__, scm_epochs=scm_epochs, lam=lam)
+
+    def before_epoch(self, epoch:int):
+        self.scm_phase = epoch <= self.scm_epochs
+        self.model.scm.requires_grad_(self.scm_phase)
+        if not self.scm_phase: self.model.scm.eval()
+
+    def step(self, x:torch.Tensor, y:torch.Tensor)->dict:
+        if self.scm_phase:
+            loss = scm_pretrain_loss(self.model, y); self.check_loss(loss); self.backward_step(loss, only=self.model.scm)
+            return dict(loss=loss.detach(), sem=loss.detach())
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            ls = tbcnet_losses(self.model, x, y, self.lam, seg_loss=self.loss_fn)
+        self.check_loss(ls['loss']); self.backward_step(ls['loss'])
+        return {k: v.detach() for k, v in ls.items()}
 
 # %% ../nbs/08_models_dd.ipynb #171527cc
 def _cbl(i:int, o:int, d:int=1)->list:
@@ -291,11 +317,12 @@ class MDvsFA(SegModel):
     "MDvsFA-cGAN: generators G1 (few misses) and G2 (few false alarms) and discriminator D; the detection is the mean of the two maps."
     def __init__(self, in_channels:int=3, # input image channels (the authors feed one channel scaled to [-1, 1])
                  out_channels:int=1, # output channels
+                 width:int=64, # the generators' base channels (the authors': 64; G1 goes up to 8x this)
                 ):
         super().__init__()
-        self.config = dict(in_channels=in_channels, out_channels=out_channels)
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, width=width)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.g1, self.g2 = CAN8(in_channels, out_channels), UCAN64(in_channels, out_channels)
+        self.g1, self.g2 = CAN8(in_channels, out_channels, width), UCAN64(in_channels, out_channels, width)
         self.disc = MDvsFADiscriminator(in_channels + out_channels)
 
     def maps(self, x:torch.Tensor)->tuple:
@@ -320,11 +347,17 @@ def mdvsfa_cgan(**kwargs):
     return MDvsFA(**kwargs)
 
 # %% ../nbs/08_models_dd.ipynb #c3ba32e0
-def mdvsfa_optimizers(model:MDvsFA, lr_g:float=1e-4, lr_d:float=1e-5)->dict:
-    "Adam (betas 0.5, 0.999) for G1, G2 and D, each with a x0.2 decay every 10 epochs (step the schedulers per epoch)."
-    opts = {k: torch.optim.Adam(getattr(model, k).parameters(), lr=lr, betas=(0.5, 0.999))
-            for k, lr in (('g1', lr_g), ('g2', lr_g), ('disc', lr_d))}
-    return dict(opts=opts, scheds={k: torch.optim.lr_scheduler.StepLR(o, 10, 0.2) for k, o in opts.items()})
+def mdvsfa_optimizer(model:MDvsFA, lr_g:float=1e-4, lr_d:float=1e-5, decay_every:int=10)->tuple:
+    "Adam (betas 0.5, 0.999) with a parameter group per network (G1, G2 at `lr_g`, D at `lr_d`), and StepLR x0.2 every `decay_every` epochs."
+    groups = [dict(params=list(getattr(model, k).parameters()), lr=lr, name=k) for k, lr in (('g1', lr_g), ('g2', lr_g), ('disc', lr_d))]
+    opt = torch.optim.Adam(groups, betas=(0.5, 0.999))
+    return opt, torch.optim.lr_scheduler.StepLR(opt, decay_every, 0.2)
+
+def part_stepper(opt:torch.optim.Optimizer):
+    "An `update(loss, part)` for `mdvsfa_train_step` outside a Learner: backward, keep `part`'s gradients only, step."
+    def update(loss, part):
+        opt.zero_grad(set_to_none=True); loss.backward(); keep_grads_of(opt, part); opt.step()
+    return update
 
 def _judge(model, x, y, p1, p2):
     "D's class probabilities and features of the pairs (x, y), (x, p1), (x, p2), split by source."
@@ -337,7 +370,7 @@ def _onehot(k, n, like): return F.one_hot(torch.full((n,), k, device=like.device
 def mdvsfa_train_step(model:MDvsFA, # the three networks
                       x:torch.Tensor, # images (B, C, H, W), B >= 2 (D has BatchNorm1d)
                       y:torch.Tensor, # masks (B, 1, H, W) in {0, 1}
-                      opts:dict, # `mdvsfa_optimizers(model)['opts']`
+                      update, # update(loss, part): backward `loss`, step `part`'s parameters only (`part_stepper`)
                       lambda1:float=100., # weight of missed detections in G1's loss
                       lambda2:float=10., # weight of false alarms in G2's loss
                      )->dict:
@@ -347,7 +380,7 @@ def mdvsfa_train_step(model:MDvsFA, # the three networks
     with torch.no_grad(): p1, p2 = model.maps(x)
     (s0, s1, s2), _ = _judge(model, x, y, p1, p2)
     r['d'] = sum(bce(s, _onehot(k, n, s)) for k, s in enumerate((s0, s1, s2)))
-    opts['disc'].zero_grad(set_to_none=True); r['d'].backward(); opts['disc'].step()
+    update(r['d'], model.disc)
     for k, (wmd, wfa) in ((1, (lambda1, 1.)), (2, (1., lambda2))):
         g = getattr(model, f'g{k}'); model.disc.eval(); model.g1.eval(); model.g2.eval(); g.train()
         p1, p2 = model.maps(x)
@@ -355,5 +388,25 @@ def mdvsfa_train_step(model:MDvsFA, # the three networks
         (_, *s), (_, f1, f2) = _judge(model, x, y, p1, p2)
         err = (p - y) ** 2
         r[f'g{k}'] = 100 * (wmd * (err * y).mean() + wfa * (err * (1 - y)).mean()) + 10 * bce(s[k-1], _onehot(0, n, s[k-1])) + ((f1 - f2) ** 2).mean()
-        opts[f'g{k}'].zero_grad(set_to_none=True); r[f'g{k}'].backward(); opts[f'g{k}'].step()
+        update(r[f'g{k}'], g)
     return {k: v.item() for k, v in r.items()}
+
+# %% ../nbs/08_models_dd.ipynb #93756f14
+@register_learner('mdvsfa_cgan')
+class MDvsFALearner(Learner):
+    "MDvsFA-cGAN's adversarial procedure: per batch D, then G1, then G2; the authors' Adam settings and decay."
+    procedure_keys = ('lr_g', 'lr_d', 'lambda1', 'lambda2', 'decay_every')
+    def __init__(self, model, *args, lr_g:float=1e-4, lr_d:float=1e-5, lambda1:float=100., lambda2:float=10.,
+                 decay_every:int=10, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        if self.batch_size < 2: raise ValueError(f'MDvsFA-cGAN needs batches of 2 or more (its discriminator has BatchNorm1d), not {self.batch_size}')
+        self.proc = dict(lr_g=lr_g, lr_d=lr_d, lambda1=lambda1, lambda2=lambda2, decay_every=decay_every)
+        self.config.update(learner=type(self).__name__, loss='mdvsfa (MD/FA + adversarial + consistency)', lr=lr_g, **self.proc)
+
+    def make_optimizer(self, epochs:int):
+        return mdvsfa_optimizer(self.model, self.proc['lr_g'], self.proc['lr_d'], self.proc['decay_every'])
+
+    def step(self, x:torch.Tensor, y:torch.Tensor)->dict:
+        def update(loss, part): self.check_loss(loss); self.backward_step(loss, only=part)
+        r = mdvsfa_train_step(self.model, x, y, update, self.proc['lambda1'], self.proc['lambda2'])
+        return dict(loss=r['g1'] + r['g2'], **r)
