@@ -1,0 +1,64 @@
+"""The packaged SIRST weights (issue 6): they load with no network, they are the committed run's selected
+checkpoint, and they reproduce the test numbers that results/ and the README quote."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, needs_dataset
+from uiunet import model as M
+from uiunet.learner import read_checkpoint
+
+torch.set_num_threads(1)
+
+# tag -> (run folder under results/, evaluation folder under results/, test split)
+SHIPPED = {"sirst": ("sirst-nano-idx427-softiou", "eval-sirst-nano-idx427-test", "test"),
+           "sirst-5050": ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test")}
+
+
+@pytest.mark.parametrize("tag", list(SHIPPED))
+def test_packaged_weights_are_the_selected_checkpoint(tag):
+    run_name = SHIPPED[tag][0]
+    path = M.pretrained_file("uiunet_nano", tag)
+    assert path.parent == M.weights_dir() and path.stat().st_size < 20e6
+    m = M.create_model("uiunet_nano", pretrained=tag)
+    run = json.loads((ROOT / "results" / run_name / "run.json").read_text())
+    ckpt, state = read_checkpoint(ROOT / "results" / run_name / run["selected"])
+    sd = m.state_dict()
+    assert set(sd) == {k[6:] for k in ckpt if k.startswith("model.")}
+    assert all(torch.equal(sd[k[6:]], v) for k, v in ckpt.items() if k.startswith("model."))
+    cfg = m.pretrained_cfg
+    assert (cfg["model"], cfg["dataset"], cfg["recipe"], cfg["epoch"]) == ("uiunet_nano", "sirst", "standard", state["epoch"])
+    assert cfg["train_split"] == run["config"]["train_split"] and cfg["val_split"] == run["config"]["val_split"]
+
+
+@needs_dataset("sirst")
+@pytest.mark.parametrize("tag", list(SHIPPED))
+def test_packaged_weights_reproduce_the_published_test_numbers(tag):
+    from uiunet.data import get_dataset
+    from uiunet.learner import recipe_transforms, validate
+    _, eval_name, split = SHIPPED[tag]
+    want = json.loads((ROOT / "results" / eval_name / "metrics.json").read_text())
+    m = M.create_model("uiunet_nano", pretrained=tag)
+    ds = get_dataset("sirst", split, transform=recipe_transforms("standard", "sirst")[1])
+    got = validate(m, ds, "cpu")
+    assert want["split"] == split and want["images"] == len(ds)
+    for k in ("iou", "niou", "pd", "fa"):
+        assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-12), k
+
+
+@needs_dataset("sirst")
+def test_readme_quickstart_finds_the_target():
+    # the README's three lines, on an idx_427 test image (never seen in training or selection)
+    from conftest import data_dir
+    from uiunet.data import get_dataset, read_mask
+    from uiunet.inference import predict_image
+    model = M.create_model("uiunet_nano", pretrained="sirst")
+    name = get_dataset("sirst", "test").names[0]
+    out = predict_image(model, data_dir("sirst") / "images" / f"{name}.png")
+    gt = read_mask(data_dir("sirst") / "masks" / f"{name}_pixels0.png") > 0
+    assert out["prob"].shape == gt.shape and out["binary"].dtype == bool
+    inter = np.logical_and(out["binary"], gt).sum()
+    assert inter > 0 and len(out["detections"]) >= 1
+    assert inter / np.logical_or(out["binary"], gt).sum() > 0.3
