@@ -143,6 +143,7 @@ def uiunet_no_ica(**kwargs):
 
 # %% ../nbs/02_model.ipynb #b25176f5
 PRETRAINED = {name: {} for name in list_models()}  # model name -> {tag: file in uiunet/weights/}
+PRETRAINED['uiunet_nano'] = {'sirst': 'uiunet_nano-sirst.safetensors', 'sirst-5050': 'uiunet_nano-sirst-5050.safetensors'}
 
 def weights_dir()->Path:
     "Folder of the packaged pretrained weights, `uiunet/weights/`."

@@ -248,17 +248,20 @@ def scm_pretrain_loss(model:TBCNet, y:torch.Tensor)->torch.Tensor:
 # %% ../nbs/08_models_dd.ipynb #93374b92
 @register_learner('tbcnet')
 class TBCLearner(Learner):
-    "TBC-Net's procedure: the SCM learns from ground-truth masks for `scm_epochs` epochs, then is frozen while the TEM learns from the joint loss."
-    procedure_keys = ('scm_epochs', 'lam')
-    def __init__(self, model, *args, scm_epochs:int=3, lam:float=1.0, **kwargs):
+    "TBC-Net's procedure: the SCM learns from ground-truth masks for `scm_epochs` epochs, then the TEM (and, unless frozen, the SCM) from the joint loss."
+    procedure_keys = ('scm_epochs', 'lam', 'freeze_scm')
+    def __init__(self, model, *args, scm_epochs:int=3, lam:float=1.0,
+                 freeze_scm:bool=True, # False: after its own stage the SCM keeps learning, from the joint loss on the TEM's maps
+                 **kwargs):
         super().__init__(model, *args, **kwargs)
-        self.scm_epochs, self.lam = scm_epochs, lam
-        self.config.update(learner=type(self).__name__, scm_epochs=scm_epochs, lam=lam)
+        self.scm_epochs, self.lam, self.freeze_scm = scm_epochs, lam, freeze_scm
+        self.config.update(learner=type(self).__name__, scm_epochs=scm_epochs, lam=lam, freeze_scm=freeze_scm)
 
     def before_epoch(self, epoch:int):
         self.scm_phase = epoch <= self.scm_epochs
-        self.model.scm.requires_grad_(self.scm_phase)
-        if not self.scm_phase: self.model.scm.eval()
+        frozen = self.freeze_scm and not self.scm_phase
+        self.model.scm.requires_grad_(not frozen)
+        if frozen: self.model.scm.eval()
 
     def step(self, x:torch.Tensor, y:torch.Tensor)->dict:
         if self.scm_phase:
