@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .data import crop_to, decode_image, to_channels, to_unit
-from .learner import atomic_write, load_run, recipe_transforms
+from .learner import atomic_write, fused_probability, load_run, recipe_transforms
 from .metrics import binarize, detections
-from .model import weights_facts
 
 # %% auto #0
 __all__ = ['export_weights', 'predict_image']
@@ -46,7 +44,6 @@ def predict_image(model, # a segmentation model (with `predict`, or returning lo
                   threshold:float=0.5, # positive iff p > threshold
                  )->dict:
     "Probability map, binary map and detections of one image."
-    from uiunet.learner import fused_probability
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     recipe, dataset = recipe or cfg.get('recipe', 'release'), dataset or cfg.get('dataset') or 'synthetic'
     c = getattr(model, 'in_channels', None) or cfg.get('in_channels', 3)
