@@ -64,3 +64,30 @@ def test_evaluate_runner_takes_an_authors_checkpoint(tmp_path):
     m = json.loads((tmp_path / "results" / "pth" / "metrics.json").read_text())
     assert m["checkpoint_rule"] == "authors' checkpoint uiunet.pth" and m["recipe"] == "release"
     assert m["input_size"] == "320x320 resize" and m["counts"]["pixels"] == 2 * 320 * 320
+
+
+def test_cpu_training_runner_summarises_runs_and_their_evaluations(trained, tmp_path):
+    "nbs/cpu_training.ipynb reads run folders and the evaluations naming them; it writes a summary and a figure."
+    import shutil
+    res = tmp_path / "results"
+    shutil.copytree(trained / "results" / "tiny", res / "tiny")
+    _run("evaluate.ipynb", tmp_path / "eval.ipynb", run=str(trained / "runs" / "tiny"), dataset="synthetic",
+         split="test", protocol="standard", limit=2, name="ev-tiny", out_dir=str(tmp_path / "runs"),
+         results_dir=str(res), figure_images=1)
+    _run("cpu_training.ipynb", tmp_path / "cpu.ipynb", runs=["tiny"], results_dir=str(res),
+         figures_dir=str(tmp_path / "figures"), name="summary")
+    s = pd.read_csv(res / "summary" / "summary.csv")
+    log = pd.read_csv(res / "tiny" / "log.csv")
+    m = json.loads((res / "ev-tiny" / "metrics.json").read_text())
+    assert len(s) == 1 and s.loc[0, "run"] == "tiny" and s.loc[0, "epochs"] == "2/2" and s.loc[0, "evaluation"] == "ev-tiny"
+    assert s.loc[0, "best_val_iou"] == pytest.approx(log["val_iou"].max())
+    assert s.loc[0, "hours"] == pytest.approx(log["seconds"].sum() / 3600)
+    assert (s.loc[0, "iou"], s.loc[0, "pd"], s.loc[0, "test"]) == (pytest.approx(m["iou"]), pytest.approx(m["pd"]), "test (2)")
+    assert (tmp_path / "figures" / "summary.png").stat().st_size > 5000
+
+
+def test_cpu_training_runner_names_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "results" / "empty").mkdir(parents=True)
+    with pytest.raises(pm.PapermillExecutionError, match=r"empty/run\.json: not found"):
+        _run("cpu_training.ipynb", tmp_path / "cpu.ipynb", runs=["empty"], results_dir=str(tmp_path / "results"),
+             figures_dir=str(tmp_path / "figures"))
