@@ -37,6 +37,7 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     nb.cells = keep
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
+    body = re.sub(r"\]\(\.\./(figures|results)/", r"](\1/", body)   # links from nbs/ made relative to the root
     return "<!-- generated from nbs/index.ipynb by `python .ci/readme.py`: edit the notebook, not this file -->\n\n" + body
 
 

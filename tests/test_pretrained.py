@@ -13,7 +13,7 @@ from uiunet.learner import read_checkpoint
 torch.set_num_threads(1)
 
 # tag -> (run folder under results/, evaluation folder under results/, test split)
-SHIPPED = {"sirst": ("sirst-nano-idx427-softiou", "eval-sirst-nano-idx427-test", "test"),
+SHIPPED = {"sirst": ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
            "sirst-5050": ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test")}
 
 

@@ -53,3 +53,12 @@ def test_readme_opens_with_two_commands():
     head = text[: text.find("## ", text.find("bash .ci/test"))]
     assert "bash .ci/main" in head and "bash .ci/test" in head
     assert "bash .ci/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_links_to_files_that_exist():
+    "Every relative link or image in README.md (figures/, results/, nbs/ ...) points at a tracked path."
+    text = (ROOT / "README.md").read_text()
+    links = [l for l in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", l) and not l.startswith("#")]
+    assert any(l.startswith("figures/") for l in links), "the README shows no figure"
+    missing = [l for l in links if not (ROOT / l).exists()]
+    assert not missing, f"README.md links to missing paths: {missing}"
