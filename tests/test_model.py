@@ -199,7 +199,11 @@ def _randomize_bn(model, seed=0):
 def test_bn_folded_model_matches(width):
     torch.manual_seed(1)
     model = _randomize_bn(UIUNet(width=width)).eval()
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, precision="fp32")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     x = torch.rand(1, 3, 96, 80)
     torch.testing.assert_close(fast.predict(x), model.predict(x), rtol=0, atol=1e-5)
+    half = optimize_for_inference(model, precision="bf16")
+    p_half, p_ref = half.predict(x), model.predict(x)
+    assert half.precision == "bf16" and p_half.dtype == torch.float32
+    assert 0 < (p_half - p_ref).abs().max() < 0.05  # bfloat16 rounding moves the probabilities a little, not more

@@ -30,6 +30,10 @@ def test_train_runner_writes_run_and_results(trained):
     assert cfg["config"]["model"] == "uiunet_nano" and cfg["config"]["epochs"] == 2 and cfg["epochs_done"] == 2
     log = pd.read_csv(res / "log.csv")
     assert list(log["epoch"]) == [1, 2] and log["val_iou"].between(0, 1).all()
+    assert (log["data_s"] >= 0).all() and (log["data_s"] < log["seconds"]).all()
+    from uiunet.device import resolve_precision
+    assert cfg["config"]["precision"] == resolve_precision("auto", "cpu")  # the default, resolved and recorded
+    assert cfg["machines"][0]["from_epoch"] == 1 and cfg["machines"][0]["processor"]
     assert (res / "learning_curves.png").stat().st_size > 5000
 
 
@@ -43,6 +47,8 @@ def test_evaluate_runner_writes_metrics(trained, protocol):
     assert (m["dataset"], m["split"], m["protocol"], m["images"]) == ("synthetic", "test", protocol, 3)
     assert m["threshold"] == (0.5 if protocol == "standard" else 0.22)
     assert "best validation IoU" in m["checkpoint_rule"] and 0 <= m["iou"] <= 1 and 0 <= m["auc"] <= 1
+    from uiunet.device import resolve_precision
+    assert m["precision"] == resolve_precision("auto", "cpu") and m["machine"]["processor"] and m["machine"]["threads"] >= 1
     per = pd.read_csv(res / "per_image.csv")
     assert len(per) == 3
     roc = pd.read_csv(res / "roc.csv")
@@ -91,3 +97,23 @@ def test_cpu_training_runner_names_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match=r"empty/run\.json: not found"):
         _run("cpu_training.ipynb", tmp_path / "cpu.ipynb", runs=["empty"], results_dir=str(tmp_path / "results"),
              figures_dir=str(tmp_path / "figures"))
+
+
+def test_benchmark_runner_writes_its_tables(tmp_path):
+    "nbs/benchmark.ipynb on tiny settings: train steps and latencies in both precisions, and the data-loading share."
+    _run("benchmark.ipynb", tmp_path / "bench.ipynb", models=["uiunet_nano"], train_shapes={"uiunet_nano": [2, 64]},
+         steps=1, rounds=2, infer_size=64, infer_repeats=1, compile_models=[], data_model="uiunet_nano",
+         data_dataset="synthetic", data_limit=8, data_crop=64, data_batch=4, results_dir=str(tmp_path / "results"))
+    out = tmp_path / "results" / "speed"
+    from uiunet.device import resolve_precision
+    auto = resolve_precision("auto", "cpu")
+    train = pd.read_csv(out / "train_steps.csv")
+    assert set(train["precision"]) == {"fp32", auto} and (train["steps"] == 2).all() and (train["seconds"] > 0).all()
+    assert train.loc[train["precision"] == "fp32", "speedup"].tolist() == [1.0]
+    infer = pd.read_csv(out / "inference.csv")
+    assert infer["variant"].iloc[0] == "plain fp32 (release)" and infer["max_abs_dp"].iloc[0] == 0
+    assert (infer["equal_mask_pixels"] > 0.99).all() and (infer["max_abs_dp"] < 0.05).all()
+    facts = json.loads((out / "speed.json").read_text())
+    assert facts["machine"]["processor"] and facts["precision_auto"] == auto
+    d = facts["data_loading"]
+    assert d["images"] == 8 and 0 <= d["data_share"] < 1 and d["data_s"] <= d["epoch_s"]

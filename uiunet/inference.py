@@ -42,15 +42,16 @@ def predict_image(model, # a segmentation model (with `predict`, or returning lo
                   recipe:str|None=None, # how the model was trained; default: its `pretrained_cfg`, else 'release'
                   dataset:str|None=None, # whose mean/std non-release recipes use; default: its `pretrained_cfg`
                   threshold:float=0.5, # positive iff p > threshold
+                  precision:str|None=None, # 'auto', 'fp32', 'bf16', 'fp16'; None: the model's own (`optimize_for_inference`), else 'auto'
                  )->dict:
     "Probability map, binary map and detections of one image."
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     recipe, dataset = recipe or cfg.get('recipe', 'release'), dataset or cfg.get('dataset') or 'synthetic'
-    c = getattr(model, 'in_channels', None) or cfg.get('in_channels', 3)
+    c, dev = getattr(model, 'in_channels', None) or cfg.get('in_channels', 3), next(model.parameters()).device
     if isinstance(image, (str, Path)): a, stored = decode_image(image); a = to_unit(a, image)
     else: a = np.asarray(image, np.float32); stored = 1 if a.ndim == 2 else a.shape[-1]
     x = torch.from_numpy(np.ascontiguousarray(to_channels(a, c)))
     item = dict(image=x, mask=torch.zeros(1, *x.shape[1:]), name='', size=tuple(x.shape[1:]), channels=stored)
     item = recipe_transforms(recipe, dataset)[1](item, np.random.default_rng(0))
-    p = crop_to(fused_probability(model.eval(), item['image'][None].float())[0, 0], item['size']).float().cpu().numpy()
+    p = crop_to(fused_probability(model.eval(), item['image'][None].float().to(dev), precision)[0, 0], item['size']).cpu().numpy()
     return dict(prob=p, binary=binarize(p, threshold), detections=detections(p, threshold))

@@ -19,25 +19,23 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
+from .device import autocast, default_device, machine_facts, prefers_channels_last, resolve_precision
 from .data import NORM_STATS, crop_to, get_dataset, norm_stats, release_transform, standard_transform
 from .loss import get_loss
 from .metrics import SegMetrics
 
 # %% auto #0
-__all__ = ['RECIPES', 'LEARNERS', 'default_device', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer',
+__all__ = ['RECIPES', 'LEARNERS', 'recorded_precision', 'loader_settings', 'seed_everything', 'Recipe', 'make_optimizer',
            'recipe_transforms', 'atomic_write', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
            'fused_probability', 'predict_dataset', 'validate', 'NonFiniteLossError', 'Learner', 'keep_grads_of',
            'register_learner', 'learner_for', 'load_run']
 
 # %% ../nbs/05_learner.ipynb #93788785
-def default_device(device:str|None=None # 'cuda', 'mps', 'cpu', or None/'auto' to choose
-                  )->torch.device:
-    "The device to use: `device` if given, else CUDA, then Apple MPS, then CPU."
-    if device not in (None, 'auto'): return torch.device(device)
-    if torch.cuda.is_available(): return torch.device('cuda')
-    mps = getattr(torch.backends, 'mps', None)
-    if mps is not None and mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
+def recorded_precision(config:dict # a run's config, as its checkpoints store it
+                      )->str:
+    "The precision a run trained in: its `precision`, or for runs written before it existed, 'fp16' if `amp` was on, else 'fp32'."
+    if 'precision' in config: return config['precision']
+    return 'fp16' if config.get('amp') else 'fp32'
 
 # %% ../nbs/05_learner.ipynb #f2e73164
 def loader_settings(device:torch.device # where the model runs
@@ -180,34 +178,39 @@ def load_checkpoint(path:Path, # a checkpoint written by `save_checkpoint`
     return state
 
 # %% ../nbs/05_learner.ipynb #dc790876
-def fused_probability(model, x:torch.Tensor)->torch.Tensor:
-    "Fused probability map (B,1,H,W): `model.predict` when it has one, else sigmoid of its first output."
-    if hasattr(model, 'predict'): return model.predict(x)
-    with torch.inference_mode():
+def fused_probability(model, # a segmentation model (with `predict`, or returning logits, fused first)
+                      x:torch.Tensor, # images (B, C, H, W) on the model's device
+                      precision:str|None=None # 'auto', 'fp32', 'bf16', 'fp16'; None: the model's own `precision` if set, else 'auto'
+                     )->torch.Tensor:
+    "Fused probability map (B,1,H,W) in float32: `model.predict` when it has one, else sigmoid of its first output."
+    prec = resolve_precision(precision or getattr(model, 'precision', None) or 'auto', x.device)
+    with torch.inference_mode(), autocast(prec, x.device):
+        if hasattr(model, 'predict'): return model.predict(x).float()
         out = model(x)
-        return torch.sigmoid(out[0] if isinstance(out, (tuple, list)) else out)
+        return torch.sigmoid((out[0] if isinstance(out, (tuple, list)) else out).float())
 
 # %% ../nbs/05_learner.ipynb #0b79dac9
 def predict_dataset(model, # a segmentation model
                     ds, # items with `image`, `mask`, `name`, `size`
                     device:torch.device|None=None, # defaults to the model's device
                     crop:bool=True, # crop padding off (native-resolution protocols); False: score at the transformed size
-                    progress:bool=False # show a tqdm bar
+                    progress:bool=False, # show a tqdm bar
+                    precision:str|None=None # see `fused_probability`
                    ):
     "Yield `(name, probability, mask)` per image as 2-D numpy arrays (at the original size when `crop`)."
     device = device or next(model.parameters()).device
     model.eval()
     for i in tqdm(range(len(ds)), desc='predict', disable=not progress, leave=False):
         item = ds[i]
-        p, y = fused_probability(model, item['image'][None].to(device))[0, 0].float().cpu(), item['mask'][0]
+        p, y = fused_probability(model, item['image'][None].to(device), precision)[0, 0].cpu(), item['mask'][0]
         if crop: p, y = crop_to(p, item['size']), crop_to(y, item['size'])
         yield item['name'], p.numpy(), y.numpy()
 
 # %% ../nbs/05_learner.ipynb #a5a15992
-def validate(model, ds, device=None, threshold:float=0.5)->dict:
+def validate(model, ds, device=None, threshold:float=0.5, precision:str|None=None)->dict:
     "IoU, nIoU, Pd, Fa and AUC of `model` on `ds` at native resolution (standard protocol)."
     m = SegMetrics(threshold=threshold)
-    for _, p, y in predict_dataset(model, ds, device): m.update([p], [y])
+    for _, p, y in predict_dataset(model, ds, device, precision=precision): m.update([p], [y])
     r = m.compute()
     return {k: r[k] for k in ('iou', 'niou', 'pd', 'fa', 'auc')}
 
@@ -238,20 +241,39 @@ class Learner:
                  val_every:int=1, # validate every this many epochs (and after the last)
                  clip_grad:float|None=None, # max gradient norm, None: no clipping
                  device:str|None=None, # None: CUDA, then MPS, then CPU
-                 amp:bool|None=None, # mixed precision; None: on for CUDA
+                 precision:str='auto', # 'auto', 'fp32', 'bf16' or 'fp16' (see `uiunet.device`); a resumed run keeps its own
+                 channels_last:bool|None=None, # None: where it measured faster (`prefers_channels_last`)
+                 amp:bool|None=None, # deprecated: True is precision='auto' on CUDA ('fp16') and 'bf16' on a CPU, False 'fp32'
                  config:dict|None=None, # extra facts to record (dataset, split, model name, ...)
                  progress:bool=True # tqdm bars
                 ):
         self.recipe, self.device = RECIPES[recipe], default_device(device)
         self.model, self.train_ds, self.val_ds, self.out_dir = model.to(self.device), train_ds, val_ds, Path(out_dir)
         self.loss_fn = get_loss(loss or self.recipe.loss)
-        self.amp = self.device.type == 'cuda' if amp is None else amp
-        if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
+        if amp is not None: precision = 'fp32' if not amp else 'fp16' if self.device.type == 'cuda' else 'bf16'
+        self.asked_precision, self.asked_channels_last = precision, channels_last
         self.config = dict(config or {}, recipe=recipe, loss=loss or self.recipe.loss, lr=lr or self.recipe.lr,
                            batch_size=batch_size, seed=seed, val_every=val_every, clip_grad=clip_grad,
-                           device=self.device.type, amp=self.amp, val=val_ds is not None)
+                           device=self.device.type, val=val_ds is not None)
+        self.set_precision(resolve_precision(precision, self.device), channels_last)
         self.batch_size, self.seed, self.val_every, self.clip_grad, self.progress = batch_size, seed, val_every, clip_grad, progress
-        self.lr, self.history, self.epoch, self.best = lr, [], 0, None
+        self.lr, self.history, self.epoch, self.best, self.machines = lr, [], 0, None, []
+
+# %% ../nbs/05_learner.ipynb #9ca745cb
+@patch
+def set_precision(self:Learner, precision:str, # a resolved precision: 'fp32', 'bf16' or 'fp16'
+                  channels_last:bool|None=None # None: `prefers_channels_last`
+                 ):
+    "Train and validate in `precision`, with the model's tensors in the layout that suits it; recorded in the config."
+    self.precision = precision
+    self.channels_last = prefers_channels_last(self.model, precision, self.device) if channels_last is None else bool(channels_last)
+    self.model = self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+    self.config.update(precision=precision, channels_last=self.channels_last)
+
+@patch
+def autocast(self:Learner):
+    "The context the forward passes run in: autocast to the run's precision (nothing for 'fp32')."
+    return autocast(self.precision, self.device)
 
 # %% ../nbs/05_learner.ipynb #400f53f2
 @patch
@@ -281,7 +303,7 @@ def keep_grads_of(opt:torch.optim.Optimizer, module:torch.nn.Module):
 def backward_step(self:Learner, loss:torch.Tensor, # a finite loss
                   only:torch.nn.Module|None=None # step only this part of the model (Adam's state is per parameter)
                  ):
-    "Backward pass and optimiser step, through the AMP scaler and with `clip_grad`."
+    "Backward pass and optimiser step, through the float16 gradient scaler (a no-op unless 'fp16') and with `clip_grad`."
     self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
     if only is not None: keep_grads_of(self.opt, only)
     if self.clip_grad: self.scaler.unscale_(self.opt); torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
@@ -290,28 +312,32 @@ def backward_step(self:Learner, loss:torch.Tensor, # a finite loss
 @patch
 def step(self:Learner, x:torch.Tensor, y:torch.Tensor)->torch.Tensor:
     "One optimisation step on images `x` and masks `y`; returns the loss."
-    with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp): out = self.model(x)
+    with self.autocast(): out = self.model(x)
     loss = self.loss_fn([o.float() for o in out] if isinstance(out, (tuple, list)) else out.float(), y)
     self.check_loss(loss); self.backward_step(loss)
     return loss.detach()
 
 @patch
 def train_epoch(self:Learner, epoch:int)->dict:
-    "Train one epoch; return its log row (with the mean of every loss `step` returned)."
-    t0, sums, n = time.perf_counter(), {}, 0
+    "Train one epoch; return its log row (with the mean of every loss `step` returned, and the seconds spent waiting for data)."
+    t0, sums, n, wait = time.perf_counter(), {}, 0, 0.0
     self.model.train(); self.before_epoch(epoch)
     bar = tqdm(_loader(self.train_ds, self.batch_size, self.recipe.shuffle, self.seed, epoch, self.device),
                desc=f'epoch {epoch}/{self.config["epochs"]}', disable=not self.progress, leave=False)
-    for i, b in enumerate(bar):
+    batches, i = iter(bar), 0
+    while True:
+        tw = time.perf_counter(); b = next(batches, None); wait += time.perf_counter() - tw
+        if b is None: break
         x, y = b['image'].to(self.device, non_blocking=True), b['mask'].to(self.device, non_blocking=True)
-        if self.device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
-        self._at = (epoch, i); out = self.step(x, y)
+        if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        self._at = (epoch, i); out = self.step(x, y); i += 1
         for k, v in (out if isinstance(out, dict) else dict(loss=out)).items(): sums[k] = sums.get(k, 0.0) + float(v) * len(x)
         n += len(x); bar.set_postfix(loss=f"{sums['loss']/n:.4f}")
     if n == 0: raise ValueError(f'{len(self.train_ds)} training images give no full batch of {self.batch_size}')
     lr = self.opt.param_groups[0]['lr']; self.sched.step(); dt = time.perf_counter() - t0
     extra = {f'train_{k}': v / n for k, v in sums.items() if k != 'loss'}
-    return dict(epoch=epoch, train_loss=sums['loss'] / n, **extra, lr=lr, images=n, seconds=round(dt, 3), img_per_s=round(n / dt, 3))
+    return dict(epoch=epoch, train_loss=sums['loss'] / n, **extra, lr=lr, images=n, seconds=round(dt, 3), img_per_s=round(n / dt, 3),
+                data_s=round(wait, 3))
 
 # %% ../nbs/05_learner.ipynb #0b99532a
 @patch
@@ -319,11 +345,11 @@ def end_epoch(self:Learner, row:dict, last_epoch:bool):
     "Validate if due, then checkpoint and log the epoch in `row`."
     e = row['epoch']
     if self.val_ds is not None and (e % self.val_every == 0 or last_epoch):
-        row.update({f'val_{k}': v for k, v in validate(self.model, self.val_ds, self.device).items()})
+        row.update({f'val_{k}': v for k, v in validate(self.model, self.val_ds, self.device, precision=self.precision).items()})
     self.history.append(row); self.epoch = e
     improved = 'val_iou' in row and (self.best is None or row['val_iou'] >= self.best['val_iou'])  # ties: the later
     if improved: self.best = dict(epoch=e, val_iou=row['val_iou'])
-    state = dict(epoch=e, config=self.config, history=self.history, best=self.best)
+    state = dict(epoch=e, config=self.config, history=self.history, best=self.best, machines=self.machines)
     save_checkpoint(self.out_dir/'last.safetensors', self.model, self.opt, self.sched, state)
     if improved: save_checkpoint(self.out_dir/'best.safetensors', self.model, None, None, state)
     self.write_log(finished=last_epoch)
@@ -342,7 +368,7 @@ def write_log(self:Learner, finished:bool=False):
     sel = 'best' if self.best else 'last'
     run = dict(config=self.config, epochs_done=self.epoch, finished=finished, selected=f'{sel}.safetensors',
                model_rule='best validation IoU' if self.best else 'last epoch (no validation split)',
-               best=self.best, last=dict(epoch=self.epoch, file='last.safetensors'))
+               best=self.best, last=dict(epoch=self.epoch, file='last.safetensors'), machines=self.machines)
     atomic_write(self.out_dir/'run.json', lambda p: p.write_text(json.dumps(run, indent=1, default=_jsonable)))
 
 # %% ../nbs/05_learner.ipynb #81ea48ca
@@ -353,12 +379,14 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
        )->list:
     "Train up to `epochs` epochs; return the log rows."
     self.config['epochs'] = epochs
-    self.opt, self.sched = self.make_optimizer(epochs)
-    self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
     last = self.out_dir/'last.safetensors'
-    if resume and last.exists(): self.resume_from(last)
+    if resume and last.exists(): self.adopt_recorded(last)
     elif last.exists(): raise FileExistsError(f'{self.out_dir} already holds a run: pass resume=True to continue it, or choose another out_dir')
+    self.opt, self.sched = self.make_optimizer(epochs)
+    self.scaler = torch.amp.GradScaler('cuda', enabled=self.precision == 'fp16')
+    if resume and last.exists(): self.resume_from(last)
     self.out_dir.mkdir(parents=True, exist_ok=True)
+    self.machines.append(dict(from_epoch=self.epoch + 1, **machine_facts(self.device, self.precision), channels_last=self.channels_last))
     for e in range(self.epoch + 1, epochs + 1):
         self.end_epoch(self.train_epoch(e), last_epoch=e == epochs)
         if stop_after is not None and e >= stop_after: break
@@ -374,8 +402,20 @@ def resume_from(self:Learner, path:Path):
             f'{path}: cannot resume, the checkpoint has {k}={st["config"].get(k)!r} but this run has {self.config.get(k)!r}; '
             f'use the same settings, or another out_dir (delete {path.parent} to start that run over)')
     st = load_checkpoint(path, self.model, self.opt, self.sched, restore_rng=True)
-    self.epoch, self.history, self.best = st['epoch'], st['history'], st['best']
+    self.epoch, self.history, self.best, self.machines = st['epoch'], st['history'], st['best'], st.get('machines', [])
     print(f'resumed {path} at epoch {self.epoch}')
+
+@patch
+def adopt_recorded(self:Learner, path:Path):
+    "Take the precision and memory layout recorded in checkpoint `path`: a resumed run keeps its own; asking for another is an error."
+    _, st = read_checkpoint(path); cfg = st['config']
+    prec, cl = recorded_precision(cfg), cfg.get('channels_last', cfg.get('device') == 'cuda')  # before it was recorded: on for CUDA only
+    asked = resolve_precision(self.asked_precision, self.device) if self.asked_precision != 'auto' else prec
+    if asked != prec or (self.asked_channels_last is not None and bool(self.asked_channels_last) != cl): raise ValueError(
+        f"{path}: cannot resume, the run trained with precision={prec!r}, channels_last={cl} but this run asks for "
+        f"precision={asked!r}, channels_last={self.asked_channels_last}; resume with precision='auto' (or {prec!r}), or use another out_dir")
+    if (prec, cl) != (self.precision, self.channels_last): print(f'resuming in the recorded precision {prec} (channels_last={cl})')
+    self.set_precision(prec, cl)
 
 # %% ../nbs/05_learner.ipynb #11712667
 @patch
@@ -385,10 +425,13 @@ def estimate_seconds(self:Learner, epochs:int, # epochs planned
     "Rough wall time of `epochs` epochs, from a few timed steps on a copy of the model."
     import copy
     m = copy.deepcopy(self.model).train(); opt = torch.optim.Adam(m.parameters(), lr=1e-9)
+    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
     dl = iter(_loader(self.train_ds, self.batch_size, False, self.seed, 0, self.device)); times = []
     for i in range(min(batches + 1, len(self.train_ds) // self.batch_size)):
         b = next(dl); t0 = time.perf_counter()
-        out = m(b['image'].to(self.device)); self.loss_fn(out, b['mask'].to(self.device)).backward(); opt.step(); opt.zero_grad()
+        with self.autocast(): out = m(b['image'].to(self.device).contiguous(memory_format=fmt))
+        out = [o.float() for o in out] if isinstance(out, (tuple, list)) else out.float()
+        self.loss_fn(out, b['mask'].to(self.device)).backward(); opt.step(); opt.zero_grad()
         if i: times.append(time.perf_counter() - t0)
     per_batch = statistics.median(times) if times else float('nan')
     # validation: a forward pass per image, taken as a third of a training step's cost per image

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .device import autocast, default_device, prefers_channels_last, resolve_precision
 from .layers import *
 
 # %% ../nbs/02_model.ipynb #a2d127aa
@@ -54,7 +55,7 @@ class UIUNet(nn.Module):
         self.outconv = nn.Conv2d(6 * out_channels, out_channels, 1)
         if ica:
             for name, c in FUSES.items(): setattr(self, name, ICA(ch(c)))
-        self.channels_last = False  # set by `optimize_for_inference`
+        self.channels_last, self.precision = False, None  # set by `optimize_for_inference`
 
 # %% ../nbs/02_model.ipynb #827840c8
 @patch
@@ -99,9 +100,9 @@ def check_input(x, model:UIUNet):
 # %% ../nbs/02_model.ipynb #1364c507
 @patch
 def predict(self:UIUNet, x:torch.Tensor)->torch.Tensor:
-    "Fused probability map (B, out_channels, H, W), in eval mode under `torch.inference_mode()`."
+    "Fused probability map (B, out_channels, H, W) in float32, in eval mode under `torch.inference_mode()`."
     if self.training: self.eval()
-    with torch.inference_mode(): return torch.sigmoid(self(x)[0])
+    with torch.inference_mode(), autocast(self.precision or 'fp32', x.device): return torch.sigmoid(self(x)[0].float())
 
 # %% ../nbs/02_model.ipynb #6b5b4804
 _model_entrypoints = {}
@@ -291,8 +292,15 @@ def fuse_bn(model:nn.Module)->nn.Module:
     return model
 
 # %% ../nbs/02_model.ipynb #1595c591
-def optimize_for_inference(model:UIUNet)->UIUNet:
-    "An eval-mode copy of `model` for fast CPU inference: BatchNorm folded, channels-last layout, no gradients."
-    model = fuse_bn(model).to(memory_format=torch.channels_last).requires_grad_(False)
-    model.channels_last = True
+def optimize_for_inference(model:UIUNet, # a trained `UIUNet` (not modified)
+                           precision:str='auto', # 'auto', 'fp32', 'bf16' or 'fp16' (see `uiunet.device`)
+                           channels_last:bool=True, # channels-last layout (faster on CPUs and GPUs at batch 1)
+                           compile:bool=False, # `torch.compile` the forward with inductor freezing (slow first call per size)
+                          )->UIUNet:
+    "An eval-mode copy of `model` for fast inference: BatchNorm folded, the precision that suits the machine, channels-last layout, no gradients."
+    dev = next(model.parameters()).device
+    model = fuse_bn(model).requires_grad_(False)
+    if channels_last: model = model.to(memory_format=torch.channels_last)
+    model.channels_last, model.precision = channels_last, resolve_precision(precision, dev)
+    if compile: model.forward = torch.compile(model.forward, dynamic=False, options={'freezing': True})
     return model

@@ -235,7 +235,7 @@ def tbcnet_losses(model:TBCNet, # the network
                   seg_loss=None, # the TEM's pixel loss, a function of (outputs, masks); None: BCE as in the paper
                  )->dict:
     "TBC-Net's joint loss: the TEM's pixel loss plus `lam` x the SCM's cross-entropy on the TEM's map (label: a target is present)."
-    logits = model(x)[0]
+    logits = model(x)[0].float()
     label = (y.flatten(1).amax(1) > 0).long()
     seg = seg_loss((logits,), y) if seg_loss else F.binary_cross_entropy_with_logits(logits, y)
     sem = F.cross_entropy(model.scm(torch.sigmoid(logits)), label)
@@ -267,7 +267,7 @@ class TBCLearner(Learner):
         if self.scm_phase:
             loss = scm_pretrain_loss(self.model, y); self.check_loss(loss); self.backward_step(loss, only=self.model.scm)
             return dict(loss=loss.detach(), sem=loss.detach())
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with self.autocast():  # the run's precision for the forward; the losses take float32 logits
             ls = tbcnet_losses(self.model, x, y, self.lam, seg_loss=self.loss_fn)
         self.check_loss(ls['loss']); self.backward_step(ls['loss'])
         return {k: v.detach() for k, v in ls.items()}
@@ -403,6 +403,8 @@ class MDvsFALearner(Learner):
                  decay_every:int=10, **kwargs):
         super().__init__(model, *args, **kwargs)
         if self.batch_size < 2: raise ValueError(f'MDvsFA-cGAN needs batches of 2 or more (its discriminator has BatchNorm1d), not {self.batch_size}')
+        if self.asked_precision not in ('auto', 'fp32'): raise ValueError(f"MDvsFA-cGAN's adversarial step runs in float32 only, not {self.asked_precision!r}")
+        self.set_precision('fp32', False)  # three networks and their losses in one step: kept in float32
         self.proc = dict(lr_g=lr_g, lr_d=lr_d, lambda1=lambda1, lambda2=lambda2, decay_every=decay_every)
         self.config.update(learner=type(self).__name__, loss='mdvsfa (MD/FA + adversarial + consistency)', lr=lr_g, **self.proc)
 
