@@ -1,5 +1,9 @@
 """uiunet.data: split counts, the paper split, decoding and binarization, Misc_111, transforms, the synthetic
-generator, bad input. Real-data tests skip when the dataset is missing."""
+generator, bad input, the package's import graph. Real-data tests skip when the dataset is missing."""
+import ast
+import os
+import subprocess
+import sys
 import warnings
 
 import cv2
@@ -8,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import data_dir, needs_dataset
+from conftest import ROOT, data_dir, needs_dataset
 from uiunet.data import (NORM_STATS, clean_pair, crop_to, decode_image, get_dataset, local_scr, pad_item,
                          read_image, read_mask, read_split, release_transform, standard_transform, synth_scene)
 
@@ -342,3 +346,38 @@ def test_cache_gives_the_same_items():
     for _ in range(2):
         assert all(torch.equal(c[i]["image"], n[i]["image"]) for i in range(3))
     assert len(c._store) == 3
+
+
+# ---------------------------------------------------------------- the package: four modules, no import cycle
+DATA_MODULES = ["io", "transforms", "datasets", "synthetic"]        # in dependency order
+MAY_IMPORT = {"io": set(), "transforms": set(), "datasets": {"io", "transforms"}, "synthetic": {"io", "transforms", "datasets"}}
+
+
+def _fresh_python(code: str) -> str:
+    "stdout of `code` run by a fresh interpreter that imports uiunet from this checkout."
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_data_modules_import_without_a_cycle():
+    for order in (DATA_MODULES, DATA_MODULES[::-1]):
+        code = "".join(f"import uiunet.data.{m}\n" for m in order) + "import uiunet.data as d; print(len(d.__all__))"
+        assert int(_fresh_python(code)) >= 60, order
+    out = _fresh_python("import uiunet.data.datasets as d\n"        # the synthetic scenes registered by the package
+                        "ds = d.get_dataset('synthetic', 'train', n=2); print(type(ds).__name__, len(ds), tuple(ds[1]['image'].shape))")
+    assert out.strip() == "SyntheticDataset 2 (3, 256, 256)"
+
+
+def test_data_modules_import_one_way_and_at_top_level():
+    "Each module imports only the modules before it (io and transforms none), and never inside a function."
+    for m in DATA_MODULES:
+        tree = ast.parse((ROOT / "uiunet" / "data" / f"{m}.py").read_text())
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert id(node) in top, f"uiunet/data/{m}.py imports .{node.module} inside a function (line {node.lineno})"
+                assert node.level == 1 and node.module in MAY_IMPORT[m], f"uiunet/data/{m}.py may not import {'.' * node.level}{node.module}"
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "uiunet" for n in names), f"uiunet/data/{m}.py: absolute uiunet import (line {node.lineno})"
