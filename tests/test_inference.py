@@ -3,11 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-import uiunet.model as M
+import uiunet.models as M
 from conftest import data_dir, needs_dataset
 from uiunet.data import get_dataset
-from uiunet.inference import export_weights, predict_image
-from uiunet.learner import Learner, predict_dataset, recipe_transforms, seed_everything
+from uiunet.inference import predict_image
+from uiunet.models import export_weights
+from uiunet.evaluation import predict_dataset
+from uiunet.learner import Learner, seed_everything
+from uiunet.recipes import recipe_transforms
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +32,18 @@ def test_export_records_the_run(weights):
     best = learn.best["epoch"]
     assert facts["model"] == "uiunet_nano" and facts["recipe"] == "cpu" and facts["epoch"] == best
     assert facts["val"]["iou"] == next(r["val_iou"] for r in learn.history if r["epoch"] == best)
-    assert M.weights_facts(tmp / "nano-test.safetensors") == facts
+    from uiunet.checkpoint import weights_facts
+    assert weights_facts(tmp / "nano-test.safetensors") == facts
 
 
 def test_packaged_weights_load_through_create_model(weights, monkeypatch):
     tmp, facts, learn = weights
-    monkeypatch.setattr(M, "weights_dir", lambda: tmp)
+    import uiunet.models.registry as R
+    monkeypatch.setattr(R, "weights_dir", lambda: tmp)
     monkeypatch.setitem(M.PRETRAINED, "uiunet_nano", {"test": "nano-test.safetensors"})
     m = M.create_model("uiunet_nano", pretrained="test")
     assert m.pretrained_cfg == facts
-    from uiunet.learner import read_checkpoint
+    from uiunet.checkpoint import read_run_checkpoint as read_checkpoint
     ckpt, _ = read_checkpoint(tmp / "run" / "best.safetensors")
     assert torch.equal(m.state_dict()["outconv.weight"], ckpt["model.outconv.weight"])
     with pytest.raises(ValueError, match="available: 'test'"):

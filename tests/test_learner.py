@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from uiunet.data import get_dataset
-from uiunet.learner import Learner, NonFiniteLossError, load_run, read_checkpoint, recipe_transforms, seed_everything
-from uiunet.model import create_model
+from uiunet.checkpoint import read_run_checkpoint as read_checkpoint
+from uiunet.learner import Learner, NonFiniteLossError, seed_everything
+from uiunet.models import create_model, load_run
+from uiunet.recipes import recipe_transforms
 
 
 def _learner(out, val=True, seed=0, recipe="release", train_ds=None, **kw):

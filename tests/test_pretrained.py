@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import ROOT, needs_dataset
-from uiunet import model as M
-from uiunet.learner import read_checkpoint
+from uiunet import models as M
+from uiunet.checkpoint import read_run_checkpoint as read_checkpoint
 
 torch.set_num_threads(1)
 
@@ -37,7 +37,8 @@ def test_packaged_weights_are_the_selected_checkpoint(tag):
 @pytest.mark.parametrize("tag", list(SHIPPED))
 def test_packaged_weights_reproduce_the_published_test_numbers(tag):
     from uiunet.data import get_dataset
-    from uiunet.learner import recipe_transforms, validate
+    from uiunet.evaluation import validate
+    from uiunet.recipes import recipe_transforms
     _, eval_name, split = SHIPPED[tag]
     want = json.loads((ROOT / "results" / eval_name / "metrics.json").read_text())
     m = M.create_model("uiunet_nano", pretrained=tag)
@@ -68,7 +69,8 @@ def test_readme_quickstart_finds_the_target():
 def test_bfloat16_scores_the_shipped_weights_like_float32():
     # issue 13: on SIRST idx_427 test, bf16 and fp32 inference give IoU, nIoU, Pd within 0.002 and masks agreeing on 99.99% of pixels
     from uiunet.data import get_dataset
-    from uiunet.learner import predict_dataset, recipe_transforms
+    from uiunet.evaluation import predict_dataset
+    from uiunet.recipes import recipe_transforms
     from uiunet.metrics import SegMetrics
     m = M.create_model("uiunet_nano", pretrained="sirst")
     ds = get_dataset("sirst", "test", transform=recipe_transforms("standard", "sirst")[1])

@@ -62,3 +62,83 @@ def test_readme_links_to_files_that_exist():
     assert any(l.startswith("figures/") for l in links), "the README shows no figure"
     missing = [l for l in links if not (ROOT / l).exists()]
     assert not missing, f"README.md links to missing paths: {missing}"
+
+
+# --- package structure (issue 14): no import circle, no hidden imports, the learner knows no model ----------
+import ast
+
+
+def _module_name(path):
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(mod, node, is_pkg):
+    "Absolute names of the uiunet modules an import node refers to."
+    if isinstance(node, ast.Import): names = [a.name for a in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            parts = mod.split(".")[: len(mod.split(".")) - node.level + (1 if is_pkg else 0)]
+            base = ".".join(parts + ([base] if base else []))
+        names = [base] + [f"{base}.{a.name}" for a in node.names]
+    return [n for n in names if n == "uiunet" or n.startswith("uiunet.")]
+
+
+def _import_graph():
+    files = {p: _module_name(p) for p in (ROOT / "uiunet").rglob("*.py") if p.name != "_modidx.py"}
+    known = set(files.values())
+    graph, nested = {}, []
+    for path, mod in files.items():
+        tree, edges = ast.parse(path.read_text()), set()
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)): continue
+            targets = [t for t in _resolve(mod, node, path.name == "__init__.py") if t in known]
+            if node.col_offset > 0: nested += [f"{mod} imports {t} inside a function" for t in targets]
+            for t in targets:
+                edges.add(t)
+                parts = t.split(".")  # importing a.b.c first runs the packages a.b (unless we are inside it)
+                edges |= {".".join(parts[:i]) for i in range(2, len(parts)) if not mod.startswith(".".join(parts[:i]))}
+        graph[mod] = edges - {mod}
+    return graph, nested
+
+
+def test_no_function_level_import_of_the_package():
+    _, nested = _import_graph()
+    assert not nested, nested
+
+
+def test_modules_import_without_a_circle():
+    graph, _ = _import_graph()
+    state, stack = {}, []
+    def visit(m):
+        state[m] = 1; stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1: raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n):] + [n]))
+            if n not in state: visit(n)
+        state[m] = 2; stack.pop()
+    for m in sorted(graph):
+        if m not in state: visit(m)
+    assert {"uiunet.learner", "uiunet.models.registry", "uiunet.evaluation", "uiunet.data.datasets"} <= set(graph)
+
+
+def test_the_learner_and_the_registry_import_no_model():
+    graph, _ = _import_graph()
+    def reach(m, seen=None):
+        seen = set() if seen is None else seen
+        for n in graph.get(m, ()):
+            if n not in seen: seen.add(n); reach(n, seen)
+        return seen
+    assert not {m for m in reach("uiunet.learner") if m.startswith("uiunet.models")}
+    assert not {m for m in reach("uiunet.models.registry") if m.startswith("uiunet.models")}
+    assert not {m for m in reach("uiunet.evaluation") if m.startswith("uiunet.models")}
+
+
+def test_registries_are_complete_after_any_import():
+    "list_models, the pretrained table and the training procedures do not depend on what was imported first."
+    code = ("import {m}; from uiunet.models import list_models, PRETRAINED; from uiunet.learner import LEARNERS; "
+            "print(len(list_models()), sorted(PRETRAINED), sorted(LEARNERS))")
+    outs = {subprocess.run([sys.executable, "-c", code.format(m=m)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+            for m in ("uiunet.learner", "uiunet.models.registry", "uiunet.data", "uiunet.evaluation", "uiunet.model_driven")}
+    assert len(outs) == 1 and outs.pop().startswith("11 ['uiunet_nano'] ['mdvsfa_cgan', 'tbcnet']")

@@ -46,7 +46,7 @@ def test_evaluate_runner_writes_metrics(trained, protocol):
     m = json.loads((res / "metrics.json").read_text())
     assert (m["dataset"], m["split"], m["protocol"], m["images"]) == ("synthetic", "test", protocol, 3)
     assert m["threshold"] == (0.5 if protocol == "standard" else 0.22)
-    assert "best validation IoU" in m["checkpoint_rule"] and 0 <= m["iou"] <= 1 and 0 <= m["auc"] <= 1
+    assert "best validation IoU" in m["selection"] and 0 <= m["iou"] <= 1 and 0 <= m["auc"] <= 1
     from uiunet.device import resolve_precision
     assert m["precision"] == resolve_precision("auto", "cpu") and m["machine"]["processor"] and m["machine"]["threads"] >= 1
     per = pd.read_csv(res / "per_image.csv")
@@ -61,26 +61,26 @@ def test_evaluate_runner_writes_metrics(trained, protocol):
 def test_evaluate_runner_takes_an_authors_checkpoint(tmp_path):
     "An authors'-format .pth (written by save_official) is scored through load_official, release protocol."
     import torch
-    from uiunet.model import create_model, save_official
+    from uiunet.models import create_model, save_official
     torch.manual_seed(0)
     save_official(create_model("uiunet").eval(), tmp_path / "uiunet.pth")
     _run("evaluate.ipynb", tmp_path / "eval.ipynb", run=str(tmp_path / "uiunet.pth"), dataset="synthetic", split="test",
          protocol="release", limit=2, name="pth", out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"),
          figure_images=1)
     m = json.loads((tmp_path / "results" / "pth" / "metrics.json").read_text())
-    assert m["checkpoint_rule"] == "authors' checkpoint uiunet.pth" and m["recipe"] == "release"
+    assert m["selection"] == "authors' checkpoint uiunet.pth" and m["recipe"] == "release" and m["kind"] == "learned"
     assert m["input_size"] == "320x320 resize" and m["counts"]["pixels"] == 2 * 320 * 320
 
 
-def test_cpu_training_runner_summarises_runs_and_their_evaluations(trained, tmp_path):
-    "nbs/cpu_training.ipynb reads run folders and the evaluations naming them; it writes a summary and a figure."
+def test_summarize_runs_runner_summarises_runs_and_their_evaluations(trained, tmp_path):
+    "nbs/summarize_runs.ipynb reads run folders and the evaluations naming them; it writes a summary and a figure."
     import shutil
     res = tmp_path / "results"
     shutil.copytree(trained / "results" / "tiny", res / "tiny")
     _run("evaluate.ipynb", tmp_path / "eval.ipynb", run=str(trained / "runs" / "tiny"), dataset="synthetic",
          split="test", protocol="standard", limit=2, name="ev-tiny", out_dir=str(tmp_path / "runs"),
          results_dir=str(res), figure_images=1)
-    _run("cpu_training.ipynb", tmp_path / "cpu.ipynb", runs=["tiny"], results_dir=str(res),
+    _run("summarize_runs.ipynb", tmp_path / "cpu.ipynb", runs=["tiny"], results_dir=str(res),
          figures_dir=str(tmp_path / "figures"), name="summary")
     s = pd.read_csv(res / "summary" / "summary.csv")
     log = pd.read_csv(res / "tiny" / "log.csv")
@@ -92,10 +92,10 @@ def test_cpu_training_runner_summarises_runs_and_their_evaluations(trained, tmp_
     assert (tmp_path / "figures" / "summary.png").stat().st_size > 5000
 
 
-def test_cpu_training_runner_names_a_folder_that_is_not_a_run(tmp_path):
+def test_summarize_runs_runner_names_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "results" / "empty").mkdir(parents=True)
     with pytest.raises(pm.PapermillExecutionError, match=r"empty/run\.json: not found"):
-        _run("cpu_training.ipynb", tmp_path / "cpu.ipynb", runs=["empty"], results_dir=str(tmp_path / "results"),
+        _run("summarize_runs.ipynb", tmp_path / "cpu.ipynb", runs=["empty"], results_dir=str(tmp_path / "results"),
              figures_dir=str(tmp_path / "figures"))
 
 
@@ -108,8 +108,8 @@ def test_benchmark_runner_writes_its_tables(tmp_path):
     from uiunet.device import resolve_precision
     auto = resolve_precision("auto", "cpu")
     train = pd.read_csv(out / "train_steps.csv")
-    assert set(train["precision"]) == {"fp32", auto} and (train["steps"] == 2).all() and (train["seconds"] > 0).all()
-    assert train.loc[train["precision"] == "fp32", "speedup"].tolist() == [1.0]
+    assert set(train["setting"]) == {"fp32 eager", f"{auto} (learner)"} and (train["steps"] == 2).all() and (train["seconds"] > 0).all()
+    assert train.loc[train["setting"] == "fp32 eager", "speedup"].tolist() == [1.0]
     infer = pd.read_csv(out / "inference.csv")
     assert infer["variant"].iloc[0] == "plain fp32 (release)" and infer["max_abs_dp"].iloc[0] == 0
     assert (infer["equal_mask_pixels"] > 0.99).all() and (infer["max_abs_dp"] < 0.05).all()

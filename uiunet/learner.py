@@ -79,6 +79,7 @@ class Learner:
                  device:str|None=None, # None: CUDA, then MPS, then CPU
                  precision:str='auto', # 'auto', 'fp32', 'bf16' or 'fp16' (see `uiunet.device`); a resumed run keeps its own
                  channels_last:bool|None=None, # None: where it measured faster (`prefers_channels_last`)
+                 fused_optimizer:bool=True, # PyTorch's fused Adam (about 3% faster per step); a resumed run keeps its own
                  amp:bool|None=None, # deprecated: True is precision='auto' on CUDA ('fp16') and 'bf16' on a CPU, False 'fp32'
                  config:dict|None=None, # extra facts to record (dataset, split, model name, ...)
                  progress:bool=True # tqdm bars
@@ -92,6 +93,7 @@ class Learner:
                            batch_size=batch_size, seed=seed, val_every=val_every, clip_grad=clip_grad,
                            device=self.device.type, val=val_ds is not None)
         self.set_precision(resolve_precision(precision, self.device), channels_last)
+        self.config['fused_optimizer'] = self.fused_optimizer = fused_optimizer and self.device.type in ('cpu', 'cuda')
         self.batch_size, self.seed, self.val_every, self.clip_grad, self.progress = batch_size, seed, val_every, clip_grad, progress
         self.lr, self.history, self.epoch, self.best, self.machines = lr, [], 0, None, []
 
@@ -115,7 +117,7 @@ def autocast(self:Learner):
 @patch
 def make_optimizer(self:Learner, epochs:int):
     "The run's optimiser and schedule: the recipe's Adam and MultiStepLR over all parameters."
-    return make_optimizer(self.model.parameters(), self.recipe, epochs, self.lr)
+    return make_optimizer(self.model.parameters(), self.recipe, epochs, self.lr, fused=self.fused_optimizer)
 
 @patch
 def before_epoch(self:Learner, epoch:int):
@@ -252,6 +254,7 @@ def adopt_recorded(self:Learner, path:Path):
         f"precision={asked!r}, channels_last={self.asked_channels_last}; resume with precision='auto' (or {prec!r}), or use another out_dir")
     if (prec, cl) != (self.precision, self.channels_last): print(f'resuming in the recorded precision {prec} (channels_last={cl})')
     self.set_precision(prec, cl)
+    self.config['fused_optimizer'] = self.fused_optimizer = cfg.get('fused_optimizer', False)  # runs before it existed: foreach Adam
 
 # %% ../nbs/24_learner.ipynb #11712667
 @patch

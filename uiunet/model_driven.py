@@ -1,4 +1,4 @@
-"""Top-Hat, Max-Median, LCM, MPCM, IPI, PSTNN, RIPT and MGDWIE: each a map from a grey image to a target score in [0, 1], with its segmentation rule and a registry.
+"""Top-Hat, Max-Median, LCM, MPCM, IPI, PSTNN, RIPT, MGDWIE, NLCD (FKRW) and NVMD: each a map from a grey image to a target score in [0, 1], with its segmentation rule and a registry.
 
 Docs: https://uiunet.github.io/uiunet/model_driven.html.md"""
 
@@ -11,15 +11,19 @@ from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np
 import cv2
+import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .metrics import minmax_normalize
 
 # %% auto #0
-__all__ = ['METHODS', 'CELL_OFFSETS', 'as_gray', 'normalize_score', 'adaptive_threshold', 'shift', 'Method', 'register_method',
-           'list_methods', 'get_method', 'top_hat', 'max_median', 'cell_means', 'lcm', 'mpcm', 'grid_pad', 'to_patches',
-           'from_patches', 'svt', 'soft', 'rpca_ialm', 'ipi', 'structure_eigs', 'pstnn_prox', 'pstnn', 'unfold', 'fold',
-           'ript', 'mgdwie', 'toy_scene']
+__all__ = ['METHODS', 'CELL_OFFSETS', 'DISK2', 'as_gray', 'normalize_score', 'adaptive_threshold', 'shift', 'Method',
+           'register_method', 'list_methods', 'get_method', 'top_hat', 'max_median', 'cell_means', 'lcm', 'mpcm',
+           'grid_pad', 'to_patches', 'from_patches', 'svt', 'soft', 'rpca_ialm', 'ipi', 'structure_eigs', 'pstnn_prox',
+           'pstnn', 'unfold', 'fold', 'ript', 'mgdwie', 'toy_scene', 'suppress_hot_pixels', 'fkrw_preprocess',
+           'facet_kernel', 'facet_response', 'lattice_laplacian', 'rw_target_probability', 'ring_contrast',
+           'nlcd_patch', 'fkrw_candidates', 'nlcd_map', 'fkrw', 'dog_bandpass', 'freq_grid', 'mode_filter',
+           'centre_frequency', 'init_frequencies', 'target_mode_step', 'nvmd_decompose', 'nvmd']
 
 # %% ../nbs/27_model_driven.ipynb #c1c5f770
 def as_gray(img) -> np.ndarray:
@@ -311,3 +315,232 @@ def toy_scene(size=(64, 64), center=(30, 41), amp: float = 0.35, sigma: float = 
     H, W = size; y, x = np.mgrid[:H, :W].astype(np.float64)
     bg = 0.2 + 0.15 * x / W + 0.2 * np.exp(-((y - 0.3 * H) ** 2 + (x - 0.3 * W) ** 2) / (2 * (0.4 * H) ** 2))
     return bg + amp * np.exp(-((y - center[0]) ** 2 + (x - center[1]) ** 2) / (2 * sigma ** 2))
+
+# %% ../nbs/27_model_driven.ipynb #c680e76e
+def suppress_hot_pixels(g: np.ndarray, # grey image
+                       ) -> np.ndarray:
+    "Each pixel brighter than all 8 neighbours clipped to the brightest of them."
+    ring = np.ones((3, 3), np.uint8); ring[1, 1] = 0
+    nb = cv2.dilate(np.asarray(g, np.float64), ring, borderType=cv2.BORDER_REFLECT_101)
+    return np.minimum(g, nb)
+
+# %% ../nbs/27_model_driven.ipynb #03843ba5
+def fkrw_preprocess(g: np.ndarray, # grey image in [0, 1]
+                   ) -> np.ndarray:
+    "FKRW pre-processing: hot-pixel suppression, then a 2 x 2 mean filter."
+    s = suppress_hot_pixels(g).astype(np.float32)
+    return cv2.blur(s, (2, 2), borderType=cv2.BORDER_REPLICATE).astype(np.float64)
+
+# %% ../nbs/27_model_driven.ipynb #9d54f83d
+def facet_kernel(size: int = 5, # side of the facet window (odd)
+                ) -> np.ndarray:
+    "Mask K with `(K * window).sum() = -(f_rr + f_cc)` at the centre of the least-squares bicubic facet of a window."
+    t = np.arange(size) - size // 2
+    r, c = [a.ravel().astype(np.float64) for a in np.meshgrid(t, t, indexing='ij')]
+    powers = [(i, j) for i in range(4) for j in range(4 - i)]
+    P = np.linalg.pinv(np.stack([r ** i * c ** j for i, j in powers], 1))   # facet coefficients = P @ window
+    return -2 * (P[powers.index((2, 0))] + P[powers.index((0, 2))]).reshape(size, size)
+
+# %% ../nbs/27_model_driven.ipynb #9bd4fd55
+def facet_response(g: np.ndarray, # grey image
+                   size: int = 5, # facet window
+                  ) -> np.ndarray:
+    "Facet-kernel map FK: minus the Laplacian of the local bicubic facet, mirrored borders."
+    return cv2.filter2D(g.astype(np.float64), -1, facet_kernel(size), borderType=cv2.BORDER_REFLECT_101)
+
+# %% ../nbs/27_model_driven.ipynb #14652832
+def lattice_laplacian(patch: np.ndarray,   # grey window (h, w)
+                      beta: float = 200.0, # edge weight exp(-beta |g_i - g_j|)
+                      eps: float = 1e-5,   # floor added to every weight
+                     ) -> np.ndarray:
+    "Dense Laplacian (h w, h w) of the 4-connected pixel graph with weights `exp(-beta |g_i - g_j|) + eps`."
+    h, w = patch.shape; idx = np.arange(h * w).reshape(h, w)
+    i = np.r_[idx[:, :-1].ravel(), idx[:-1, :].ravel()]; j = np.r_[idx[:, 1:].ravel(), idx[1:, :].ravel()]
+    g = patch.ravel(); L = np.zeros((h * w, h * w))
+    L[i, j] = L[j, i] = -(np.exp(-beta * np.abs(g[i] - g[j])) + eps)
+    L[np.diag_indices(h * w)] = -L.sum(1)
+    return L
+
+# %% ../nbs/27_model_driven.ipynb #b518ceed
+def rw_target_probability(patch: np.ndarray,   # grey window, odd sides
+                          beta: float = 200.0, # edge weight exp(-beta |g_i - g_j|)
+                         ) -> np.ndarray:
+    "Random-walker probability of the target label: centre seeded target (1), window border background (0)."
+    h, w = patch.shape; L = lattice_laplacian(patch, beta)
+    seed = np.zeros((h, w), bool); seed[[0, -1], :] = True; seed[:, [0, -1]] = True; seed[h // 2, w // 2] = True
+    p = np.zeros(h * w); p[(h // 2) * w + w // 2] = 1.0
+    s, u = seed.ravel(), ~seed.ravel()
+    if u.any(): p[u] = np.linalg.solve(L[np.ix_(u, u)], -L[np.ix_(u, s)] @ p[s])
+    return p.reshape(h, w)
+
+# %% ../nbs/27_model_driven.ipynb #caae6213
+DISK2 = (np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2) <= 4).astype(np.uint8)  # disc of radius 2
+
+def ring_contrast(region: np.ndarray,    # target region (bool, window shape)
+                  patch: np.ndarray,     # grey window
+                  floor: float = 1 / 255, # smallest ring maximum (dark surroundings)
+                 ) -> float:
+    "NLCD_hg: mean of the region over the maximum of the ring between two successive disc(2) dilations; 0 if not brighter."
+    d1 = cv2.dilate(region.astype(np.uint8), DISK2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    d2 = cv2.dilate(d1, DISK2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ring = d2.astype(bool) & ~d1.astype(bool)
+    if not ring.any(): return 0.0
+    mt, mb = patch[region].mean(), patch[ring].max()
+    return 0.0 if mb >= mt else float(mt / max(mb, floor))
+
+# %% ../nbs/27_model_driven.ipynb #90271cec
+def nlcd_patch(patch: np.ndarray,   # grey window around one candidate (odd sides)
+               beta: float = 200.0, # random-walker edge weight
+              ):
+    "(target region, NLCD_cp, NLCD_hg) of a candidate's window; None when the region is the seed alone."
+    p = rw_target_probability(patch, beta); c = (patch.shape[0] // 2, patch.shape[1] // 2)
+    region = p >= 0.5
+    if region.sum() <= 1: return None
+    inner = region.copy(); inner[c] = False
+    cp = p[inner].mean() / p[~inner].mean()               # the seed counts with the background (authors' code)
+    return region, float(cp), ring_contrast(region, patch)
+
+# %% ../nbs/27_model_driven.ipynb #f9f2fd59
+def fkrw_candidates(g: np.ndarray,  # pre-processed grey image
+                    fk: np.ndarray, # facet-kernel map
+                    k_cand: float,  # candidates: fk > mean + k_cand * std
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    "(rows, cols) of the candidates, brightest grey level first (stable order)."
+    ys, xs = np.nonzero(adaptive_threshold(fk, k_cand))
+    o = np.argsort(-g[ys, xs], kind='stable')
+    return ys[o], xs[o]
+
+# %% ../nbs/27_model_driven.ipynb #2346a2ee
+def nlcd_map(g: np.ndarray,         # pre-processed grey image
+             ys, xs,                # candidates, in visiting order
+             patch: int = 11,       # random-walker window (odd)
+             beta: float = 200.0,   # random-walker edge weight
+             power: float = 6,      # exponent of NLCD_hg
+            ) -> np.ndarray:
+    "NLCD_cp * NLCD_hg^power painted on each candidate's target region (first visit wins; others 0)."
+    H, W = g.shape; r = patch // 2
+    gp = np.pad(g, r, mode='reflect'); out = np.zeros(gp.shape); done = np.zeros(gp.shape, bool)
+    for y, x in zip(np.asarray(ys) + r, np.asarray(xs) + r):
+        if done[y, x]: continue
+        win = (slice(y - r, y + r + 1), slice(x - r, x + r + 1)); res = nlcd_patch(gp[win], beta)
+        if res is None: done[y, x] = True; continue
+        region, cp, hg = res
+        out[win][region & ~done[win]] = cp * hg ** power; done[win] |= region
+    return out[r:r + H, r:r + W]
+
+# %% ../nbs/27_model_driven.ipynb #b64581cf
+@register_method('fkrw', k=4, ref='Qin et al., IEEE TGRS 57(9), 2019 (NLCD [12])', k_cand=4.0, patch=11, beta=200.0, power=6)
+def fkrw(img,                  # grey image (H, W) in [0, 1]
+         k_cand: float = 4.0,  # candidate threshold on the facet map, in standard deviations
+         patch: int = 11,      # random-walker window (odd)
+         beta: float = 200.0,  # random-walker edge weight exp(-beta |g_i - g_j|)
+         power: float = 6,     # exponent of the grey contrast NLCD_hg
+        ) -> np.ndarray:
+    "FKRW score: facet-kernel map weighted by the random-walker local contrast descriptor NLCD of its candidates."
+    g = fkrw_preprocess(as_gray(img)); fk = facet_response(g)
+    ys, xs = fkrw_candidates(g, fk, k_cand)
+    return normalize_score(nlcd_map(g, ys, xs, patch, beta, power) * fk)
+
+# %% ../nbs/27_model_driven.ipynb #97cd0f12
+def dog_bandpass(g: np.ndarray,       # grey image
+                 s_lo: float = 1.0,   # Gaussian scale removing pixel noise
+                 s_hi: float = 4.0,   # Gaussian scale of the background estimate
+                ) -> np.ndarray:
+    "Difference-of-Gaussians band-pass `blur(g, s_lo) - blur(g, s_hi)` (mirrored borders)."
+    blur = lambda s: cv2.GaussianBlur(g.astype(np.float64), (0, 0), s, borderType=cv2.BORDER_REFLECT_101)
+    return blur(s_lo) - blur(s_hi)
+
+# %% ../nbs/27_model_driven.ipynb #a1f9083e
+def freq_grid(shape,   # image shape (H, W)
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(w_y, w_x, weight) on the real-FFT grid (cycles/pixel, float32); weight 2 for bins standing for a mirrored pair."
+    H, W = shape
+    wy, wx = np.meshgrid(np.fft.fftfreq(H).astype(np.float32), np.fft.rfftfreq(W).astype(np.float32), indexing='ij')
+    wt = np.full(wx.shape, 2.0, np.float32); wt[:, 0] = 1
+    if W % 2 == 0: wt[:, -1] = 1
+    return wy, wx, wt
+
+# %% ../nbs/27_model_driven.ipynb #dd5bf9cd
+def mode_filter(wy, wx,              # frequency grid (cycles/pixel)
+                om,                  # centre frequency (w_y, w_x) of the mode
+                alpha: float,        # bandwidth penalty
+               ) -> np.ndarray:
+    "Wiener filter `1 / (1 + alpha d^2)` of a real 2-D VMD mode, d the distance to the nearer of +om and -om."
+    oy, ox = float(om[0]), float(om[1])
+    d2 = np.minimum((wy - oy) ** 2 + (wx - ox) ** 2, (wy + oy) ** 2 + (wx + ox) ** 2)
+    return 1.0 / (1.0 + alpha * d2)
+
+# %% ../nbs/27_model_driven.ipynb #1147008b
+def centre_frequency(U,              # half spectrum of one mode
+                     wy, wx, wt,     # frequency grid and bin weights
+                     om,             # current centre frequency (picks the half-plane)
+                    ) -> np.ndarray:
+    "Centre of gravity of |U|^2 on the half-plane <w, om> >= 0 (the other half folded onto it), returned with w_y >= 0."
+    p = wt * (U.real ** 2 + U.imag ** 2); tot = float(p.sum())
+    if tot <= 0: return np.asarray(om, np.float64)
+    ps = p * np.where(wy * float(om[0]) + wx * float(om[1]) >= 0, 1.0, -1.0)
+    c = np.array([(ps * wy).sum(), (ps * wx).sum()], np.float64) / tot
+    return -c if (c[0] < 0 or (c[0] == 0 and c[1] < 0)) else c
+
+# %% ../nbs/27_model_driven.ipynb #94acc272
+def init_frequencies(n: int,               # number of directional modes
+                     radius: float = 0.25, # |omega| at the start (cycles/pixel)
+                    ) -> np.ndarray:
+    "n centre frequencies (w_y, w_x) spread over a half circle."
+    a = np.pi * np.arange(n) / max(n, 1)
+    return radius * np.stack([np.sin(a), np.cos(a)], 1).reshape(n, 2)
+
+# %% ../nbs/27_model_driven.ipynb #9fe7e5de
+def target_mode_step(R, Z, Eta,    # data residual for the mode, half spectra of z and of the multiplier eta
+                     Gt,           # 1 / (1 + rho/2 + alpha_t |w|^2)
+                     rho: float,   # penalty of u_0 = z
+                     shape,        # image shape (H, W)
+                    ):
+    "ADMM step of the non-negative target mode: (U_0, Z, Eta, z)."
+    U = Gt * (R + rho / 2 * Z - Eta / 2)
+    z = np.maximum(sfft.irfft2(U + Eta / rho, s=shape), 0)
+    Z = sfft.rfft2(z)
+    return U, Z, Eta + rho * (U - Z), z
+
+# %% ../nbs/27_model_driven.ipynb #aaef431b
+def nvmd_decompose(f,                     # band-passed image (H, W)
+                   K: int = 4,            # number of modes (target mode + K-1 directional ones)
+                   alpha: float = 1000.0, # bandwidth penalty of the directional modes
+                   alpha_t: float = 20.0, # bandwidth penalty of the target mode (centred at 0)
+                   rho: float = 2.0,      # penalty of the non-negativity splitting u_0 = z
+                   tau: float = 1.0,      # dual ascent step of sum u_k = f (0: quadratic penalty only)
+                   tol: float = 1e-6,     # stop when the modes' relative squared change is below tol
+                   max_iter: int = 100,   # most sweeps
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    "NVMD by ADMM: (modes (K, H, W) float32 with modes[0] = z >= 0, centre frequencies (K, 2), sweeps)."
+    H, W = f.shape; wy, wx, wt = freq_grid(f.shape); F = sfft.rfft2(np.asarray(f, np.float32))
+    om = np.vstack([np.zeros((1, 2)), init_frequencies(K - 1)]); U = np.zeros((K,) + F.shape, F.dtype)
+    S, Lam, Z, Eta = (np.zeros_like(F) for _ in range(4)); z = np.zeros((H, W), np.float32)
+    Gt = 1 / (1 + rho / 2 + alpha_t * (wy ** 2 + wx ** 2)); nF = max(float((wt * np.abs(F) ** 2).sum()), 1e-30)
+    for it in range(max_iter):
+        diff = 0.0
+        for k in range(K):
+            R = F - S + U[k] - Lam / 2
+            if k == 0: new, Z, Eta, z = target_mode_step(R, Z, Eta, Gt, rho, (H, W))
+            else: new = R * mode_filter(wy, wx, om[k], alpha); om[k] = centre_frequency(new, wy, wx, wt, om[k])
+            d = new - U[k]; diff += float((wt * (d.real ** 2 + d.imag ** 2)).sum()); S += d; U[k] = new
+        Lam = Lam + tau * (S - F)
+        if diff < tol * nF: break
+    modes = sfft.irfft2(U, s=(H, W)); modes[0] = z
+    return modes, om, it + 1
+
+# %% ../nbs/27_model_driven.ipynb #733343d9
+@register_method('nvmd', k=8, ref='Wang et al., IEEE GRSL 14(10), 2017 (NVMD [15])',
+                 K=4, alpha=1000.0, alpha_t=20.0, s_lo=1.0, s_hi=4.0, tau=1.0)
+def nvmd(img,                   # grey image (H, W) in [0, 1]
+         K: int = 4,            # number of modes
+         alpha: float = 1000.0, # bandwidth penalty of the directional modes
+         alpha_t: float = 20.0, # bandwidth penalty of the non-negative target mode
+         s_lo: float = 1.0,     # band-pass: small Gaussian scale
+         s_hi: float = 4.0,     # band-pass: large Gaussian scale
+         tau: float = 1.0,      # dual ascent step (exact reconstruction)
+         max_iter: int = 100,   # most ADMM sweeps
+        ) -> np.ndarray:
+    "NVMD score: the non-negative target mode of the 2-D VMD of the band-passed image."
+    f = dog_bandpass(as_gray(img), s_lo, s_hi)
+    return normalize_score(nvmd_decompose(f, K, alpha, alpha_t, tau=tau, max_iter=max_iter)[0][0])

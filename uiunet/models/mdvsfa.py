@@ -153,6 +153,7 @@ class MDvsFALearner(Learner):
         if self.batch_size < 2: raise ValueError(f'MDvsFA-cGAN needs batches of 2 or more (its discriminator has BatchNorm1d), not {self.batch_size}')
         if self.asked_precision not in ('auto', 'fp32'): raise ValueError(f"MDvsFA-cGAN's adversarial step runs in float32 only, not {self.asked_precision!r}")
         self.set_precision('fp32', False)  # three networks and their losses in one step: kept in float32
+        self.config['fused_optimizer'] = self.fused_optimizer = False  # its own optimiser (`mdvsfa_optimizer`)
         self.proc = dict(lr_g=lr_g, lr_d=lr_d, lambda1=lambda1, lambda2=lambda2, decay_every=decay_every)
         self.config.update(learner=type(self).__name__, loss='mdvsfa (MD/FA + adversarial + consistency)', lr=lr_g, **self.proc)
 

@@ -1,4 +1,4 @@
-"""uiunet.model: parameter counts, official checkpoint parity and golden outputs, variants, predict, BN folding."""
+"""uiunet.models.uiunet: parameter counts, official checkpoint parity and golden outputs, variants, predict, BN folding."""
 import json
 import math
 from collections import OrderedDict
@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import REFERENCE, needs_reference
-from uiunet.model import (UIUNet, check_input, count_macs, create_model, fuse_bn, list_models, load_official,
+from uiunet.models import (UIUNet, check_input, count_macs, create_model, fuse_bn, list_models, load_official,
                           optimize_for_inference, save_official)
 
 

@@ -1,11 +1,11 @@
-"""uiunet.models_dd: the data-driven baselines (ACM, U-Net ResNet, TBC-Net, MDvsFA-cGAN) and Table II's first row."""
+"""uiunet.models (acm, unet_resnet, tbcnet, mdvsfa): the data-driven baselines (ACM, U-Net ResNet, TBC-Net, MDvsFA-cGAN) and Table II's first row."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from uiunet.layers import ICA
 from uiunet.loss import get_loss
-from uiunet.model import UIUNet, create_model, list_models
+from uiunet.models import UIUNet, create_model, list_models
 
 torch.set_num_threads(1)
 
@@ -28,7 +28,7 @@ def batch(size=64, c=3, seed=0):
 
 
 def test_registered_through_create_model():
-    # create_model imports uiunet.models_dd on demand, so the runners can name these models
+    # every architecture module registers itself when the package is imported, so the runners can name these models
     for name in MODELS:
         assert name in list_models() or create_model(name) is not None
     assert set(MODELS) <= set(list_models())
@@ -133,7 +133,7 @@ def test_uiunet_no_ica_is_table_two_first_row():
 
 
 def test_tbcnet_joint_loss():
-    from uiunet.models_dd import scm_pretrain_loss, tbcnet_losses
+    from uiunet.models.tbcnet import scm_pretrain_loss, tbcnet_losses
     torch.manual_seed(0)
     m = create_model("tbcnet").train()
     x, y = batch()
@@ -149,7 +149,7 @@ def test_tbcnet_joint_loss():
 
 
 def test_mdvsfa_step_updates_all_three_networks():
-    from uiunet.models_dd import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
+    from uiunet.models.mdvsfa import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
     torch.manual_seed(0)
     m = create_model("mdvsfa_cgan", in_channels=1)
     x, y = batch(32, c=1)
@@ -166,7 +166,7 @@ def test_mdvsfa_step_updates_all_three_networks():
 
 def test_one_adam_with_groups_equals_three_adams():
     # the Learner keeps one optimiser; stepping one group at a time must give the authors' three optimisers' updates
-    from uiunet.models_dd import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
+    from uiunet.models.mdvsfa import mdvsfa_optimizer, mdvsfa_train_step, part_stepper
     torch.manual_seed(0)
     a = create_model("mdvsfa_cgan", in_channels=1, width=8)
     b = create_model("mdvsfa_cgan", in_channels=1, width=8)
@@ -205,7 +205,9 @@ def test_mdvsfa_discriminator_pooling_matches_the_release_at_128():
 
 def test_learner_trains_and_reloads_acm(tmp_path):
     from uiunet.data import get_dataset
-    from uiunet.learner import Learner, load_run, recipe_transforms
+    from uiunet.learner import Learner
+    from uiunet.models import load_run
+    from uiunet.recipes import recipe_transforms
     tr, ev = recipe_transforms("standard", "synthetic", 64)
     train = get_dataset("synthetic", "train", n=4, size=64, transform=tr)
     val = get_dataset("synthetic", "val", n=2, size=64, transform=ev)
