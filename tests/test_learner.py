@@ -99,3 +99,57 @@ def test_too_few_images_for_a_batch(tmp_path):
     ds = get_dataset("synthetic", "train", n=2, size=64, transform=tr_tf)
     with pytest.raises(ValueError, match="no full batch of 3"):
         _learner(tmp_path / "s", val=False, train_ds=ds).fit(1)
+
+
+# --- issue 15: honest resumes, no epoch lost to a bad validation image -----------------------------------
+
+@pytest.mark.parametrize("setting,value", [("img_size", 64), ("lr", 1e-4), ("loss", "bce"), ("limit", 5), ("val_split", "test")])
+def test_resume_with_another_setting_is_refused(tmp_path, setting, value):
+    def learner(**cfg):
+        learn = _learner(tmp_path / "r", recipe="standard", precision="fp32")
+        learn.config.update(img_size=48, limit=None, val_split="val", **cfg)   # as the train runner records them
+        if "lr" in cfg: learn.lr = learn.config["lr"]
+        return learn
+    learner().fit(2, stop_after=1)
+    before = (tmp_path / "r" / "last.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=rf"{setting}=.* \(this run: {value!r}\)") as e:
+        learner(**{setting: value}).fit(2, resume=True)
+    assert "r/last.safetensors: cannot resume" in str(e.value)
+    assert (tmp_path / "r" / "last.safetensors").read_bytes() == before   # nothing written over
+    learner().fit(2, resume=True)                                          # the run's own settings still resume
+
+
+def test_resume_with_other_input_channels_is_a_clear_refusal(tmp_path):
+    _learner(tmp_path / "c", recipe="standard", precision="fp32").fit(2, stop_after=1)
+    seed_everything(0)
+    tr = get_dataset("synthetic", "train", n=9, size=64, in_channels=1, transform=recipe_transforms("standard", "synthetic", 48)[0])
+    learn = Learner(create_model("uiunet_nano", in_channels=1), tr, None, out_dir=tmp_path / "c", recipe="standard", progress=False,
+                    precision="fp32", config=dict(model="uiunet_nano", dataset="synthetic", train_split="train", in_channels=1))
+    learn.config.pop("in_channels")   # even unrecorded, the weights do not fit: refused with the file and the shapes
+    with pytest.raises(ValueError, match=r"c/last.safetensors does not fit UIUNet.*stage1.rebnconvin.conv_s1.weight \(4, 3, 3, 3\)"):
+        learn.fit(2, resume=True)
+
+
+def test_a_corrupt_validation_image_loses_no_epoch(tmp_path):
+    import shutil
+    import cv2
+    own = tmp_path / "own"
+    for d in ("images", "masks"): (own / d).mkdir(parents=True)
+    for k in range(6):
+        cv2.imwrite(str(own / "images" / f"f{k}.png"), (torch.rand(48, 48) * 255).byte().numpy())
+        cv2.imwrite(str(own / "masks" / f"f{k}.png"), ((torch.rand(48, 48) > 0.99) * 255).byte().numpy())
+    (own / "train.txt").write_text("f0\nf1\nf2\nf3\n"); (own / "val.txt").write_text("f4\nf5\n")
+    (own / "images" / "f5.png").write_bytes(b"not a png")                          # broken after the split was written
+    tr_tf, ev_tf = recipe_transforms("standard", "synthetic", 32)
+    def learner():
+        seed_everything(0)
+        return Learner(create_model("uiunet_nano"), get_dataset(own, "train", transform=tr_tf), get_dataset(own, "val", transform=ev_tf),
+                       out_dir=tmp_path / "run", recipe="standard", batch_size=2, progress=False, precision="fp32",
+                       config=dict(model="uiunet_nano", dataset=str(own), train_split="train"))
+    with pytest.raises(RuntimeError, match=r"validation after epoch 1 failed.*f5\.png.*kept in .*run/last\.safetensors"):
+        learner().fit(2)
+    _, st = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert st["epoch"] == 1                                                         # the trained epoch is there
+    shutil.copy(own / "images" / "f4.png", own / "images" / "f5.png")               # fix the data, resume
+    learn = learner(); learn.fit(2, resume=True)
+    assert [r["epoch"] for r in learn.history] == [1, 2] and "val_iou" in learn.history[-1]

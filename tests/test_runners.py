@@ -117,3 +117,69 @@ def test_benchmark_runner_writes_its_tables(tmp_path):
     assert facts["machine"]["processor"] and facts["precision_auto"] == auto
     d = facts["data_loading"]
     assert d["images"] == 8 and 0 <= d["data_share"] < 1 and d["data_s"] <= d["epoch_s"]
+
+
+# --- issue 15: the evaluate runner takes every weights form, never overwrites, names folders after datasets ---
+
+@pytest.fixture(scope="module")
+def weights_files(trained):
+    "The tiny run's weights in every form the package writes: exported, authors' safetensors and .pt (plain state_dicts)."
+    import torch
+    from uiunet.models import export_weights, load_run
+    out = trained / "weights"; out.mkdir(exist_ok=True)
+    export_weights(trained / "runs" / "tiny", out / "exported.safetensors")
+    model, _ = load_run(trained / "runs" / "tiny")
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "plain.safetensors"))
+    torch.save(model.state_dict(), out / "plain.pt")
+    return out
+
+
+@pytest.mark.parametrize("form", ["run", "best", "exported", "plain.safetensors", "plain.pt", "tag"])
+def test_evaluate_runner_takes_every_weights_form(trained, weights_files, form):
+    src = {"run": trained / "runs" / "tiny", "best": trained / "runs" / "tiny" / "best.safetensors",
+           "exported": weights_files / "exported.safetensors", "plain.safetensors": weights_files / "plain.safetensors",
+           "plain.pt": weights_files / "plain.pt", "tag": "uiunet_nano:sirst"}[form]
+    extra = dict(model="uiunet_nano", recipe="standard") if form.startswith("plain") else {}
+    _run("evaluate.ipynb", trained / f"ev-{form}.ipynb", run=str(src), dataset="synthetic", split="test", limit=2,
+         name=f"form-{form}", out_dir=str(trained / "runs"), results_dir=str(trained / "results"), figure_images=1, **extra)
+    m = json.loads((trained / "results" / f"form-{form}" / "metrics.json").read_text())
+    assert m["method"] == "uiunet_nano" and m["images"] == 2 and m["source"] == str(src)
+    if form != "tag":   # every form of the same weights gives the same numbers
+        ref = json.loads((trained / "results" / "ev-standard" / "metrics.json").read_text())
+        per = pd.read_csv(trained / "results" / f"form-{form}" / "per_image.csv")
+        ref_per = pd.read_csv(trained / "results" / "ev-standard" / "per_image.csv").iloc[:2]
+        assert list(per["inter"]) == list(ref_per["inter"]) and list(per["union"]) == list(ref_per["union"])
+
+
+def test_evaluate_runner_never_overwrites_other_settings(trained):
+    args = dict(run=str(trained / "runs" / "tiny"), dataset="synthetic", split="test", name="once", out_dir=str(trained / "runs"),
+                results_dir=str(trained / "results"), figure_images=1)
+    _run("evaluate.ipynb", trained / "once.ipynb", limit=3, **args)
+    f = trained / "results" / "once" / "metrics.json"; before = f.read_text()
+    masks = sorted(p.name for p in (trained / "runs" / "once" / "masks").iterdir())
+    for change in (dict(limit=2), dict(limit=3, threshold=0.3)):
+        with pytest.raises(pm.PapermillExecutionError, match="holds an evaluation with other settings"):
+            _run("evaluate.ipynb", trained / "twice.ipynb", **{**args, **change})
+        assert f.read_text() == before and sorted(p.name for p in (trained / "runs" / "once" / "masks").iterdir()) == masks
+    _run("evaluate.ipynb", trained / "again.ipynb", limit=2, overwrite=True, **args)   # asked for: replaced, no stale masks
+    assert json.loads(f.read_text())["images"] == 2 and len(list((trained / "runs" / "once" / "masks").iterdir())) == 2
+
+
+def test_runners_name_folders_after_a_dataset_path(trained, tmp_path):
+    import cv2, numpy as np
+    own = tmp_path / "deep" / "path" / "mydata"
+    for d in ("images", "masks"): (own / d).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        cv2.imwrite(str(own / "images" / f"a{k}.png"), (rng.random((40, 40)) * 255).astype(np.uint8))
+        m = np.zeros((40, 40), np.uint8); m[10:13, 20:23] = 255; cv2.imwrite(str(own / "masks" / f"a{k}.png"), m)
+    (own / "test.txt").write_text("a0\na1\n")
+    _run("evaluate.ipynb", tmp_path / "ev.ipynb", run=str(trained / "runs" / "tiny"), dataset=str(own), split="test",
+         out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), figure_images=1)
+    _run("model_driven.ipynb", tmp_path / "md.ipynb", dataset=str(own), split="test", methods="top_hat",
+         out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == ["eval-tiny-mydata-test-standard", "model-driven"], names
+    assert (tmp_path / "results" / "model-driven" / "mydata-test" / "top_hat" / "metrics.json").exists()
+    assert json.loads((tmp_path / "results" / names[0] / "metrics.json").read_text())["dataset"] == "mydata"

@@ -23,7 +23,7 @@ from .loss import get_loss
 from .recipes import RECIPES, get_recipe, make_optimizer
 
 # %% auto #0
-__all__ = ['LEARNERS', 'recorded_precision', 'loader_settings', 'seed_everything', 'NonFiniteLossError', 'Learner',
+__all__ = ['RESUME_KEYS', 'LEARNERS', 'recorded_precision', 'loader_settings', 'seed_everything', 'NonFiniteLossError', 'Learner',
            'keep_grads_of', 'register_learner', 'learner_for']
 
 # %% ../nbs/24_learner.ipynb #93788785
@@ -180,15 +180,19 @@ def train_epoch(self:Learner, epoch:int)->dict:
 # %% ../nbs/24_learner.ipynb #0b99532a
 @patch
 def end_epoch(self:Learner, row:dict, last_epoch:bool):
-    "Validate if due, then checkpoint and log the epoch in `row`."
-    e = row['epoch']
+    "Checkpoint the trained epoch, validate if due, then checkpoint and log the epoch in `row`."
+    e, last = row['epoch'], self.out_dir/'last.safetensors'
     if self.val_ds is not None and (e % self.val_every == 0 or last_epoch):
-        row.update({f'val_{k}': v for k, v in validate(self.model, self.val_ds, self.device, precision=self.precision).items()})
+        state = dict(epoch=e, config=self.config, history=self.history + [row], best=self.best, machines=self.machines)
+        save_checkpoint(last, self.model, self.opt, self.sched, state)   # a failing validation loses no training
+        try: row.update({f'val_{k}': v for k, v in validate(self.model, self.val_ds, self.device, precision=self.precision).items()})
+        except Exception as ex: raise RuntimeError(f'validation after epoch {e} failed: {ex}. The trained epoch is kept in {last}; '
+                                                   'fix the validation data and resume (resume=True)') from ex
     self.history.append(row); self.epoch = e
     improved = 'val_iou' in row and (self.best is None or row['val_iou'] >= self.best['val_iou'])  # ties: the later
     if improved: self.best = dict(epoch=e, val_iou=row['val_iou'])
     state = dict(epoch=e, config=self.config, history=self.history, best=self.best, machines=self.machines)
-    save_checkpoint(self.out_dir/'last.safetensors', self.model, self.opt, self.sched, state)
+    save_checkpoint(last, self.model, self.opt, self.sched, state)
     if improved: save_checkpoint(self.out_dir/'best.safetensors', self.model, None, None, state)
     self.write_log(finished=last_epoch)
     if self.progress: print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items())
@@ -218,7 +222,7 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
     "Train up to `epochs` epochs; return the log rows."
     self.config['epochs'] = epochs
     last = self.out_dir/'last.safetensors'
-    if resume and last.exists(): self.adopt_recorded(last)
+    if resume and last.exists(): self.check_resumable(last); self.adopt_recorded(last)
     elif last.exists(): raise FileExistsError(f'{self.out_dir} already holds a run: pass resume=True to continue it, or choose another out_dir')
     self.opt, self.sched = self.make_optimizer(epochs)
     self.scaler = torch.amp.GradScaler('cuda', enabled=self.precision == 'fp16')
@@ -231,14 +235,22 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
     return self.history
 
 # %% ../nbs/24_learner.ipynb #6d803347
+RESUME_KEYS = ('model', 'model_kwargs', 'in_channels', 'dataset', 'data_kwargs', 'train_split', 'val_split', 'limit', 'img_size',
+               'recipe', 'loss', 'lr', 'batch_size', 'seed', 'epochs', 'val_every', 'clip_grad')  # settings that change the result
+
+@patch
+def check_resumable(self:Learner, path:Path):
+    "Refuse to resume the run of checkpoint `path` with settings that differ from its own, naming each one and both values."
+    _, st = read_run_checkpoint(path); old = st['config']
+    same = lambda a, b: json.dumps(a, default=_jsonable, sort_keys=True) == json.dumps(b, default=_jsonable, sort_keys=True)  # as recorded
+    diff = [f'{k}={old[k]!r} (this run: {self.config.get(k)!r})' for k in (*RESUME_KEYS, *self.procedure_keys)
+            if k in old and not same(old[k], self.config.get(k))]
+    if diff: raise ValueError(f"{path}: cannot resume, the run was started with {'; '.join(diff)}. Resume with the run's "
+                              f'own settings, or use another out_dir (delete {path.parent} to start that run over)')
+
 @patch
 def resume_from(self:Learner, path:Path):
     "Restore weights, optimiser, schedule, RNGs, log and best epoch from a `last` checkpoint."
-    _, st = read_run_checkpoint(path)
-    for k in ('model', 'dataset', 'train_split', 'recipe', 'batch_size', 'seed', 'epochs', *self.procedure_keys):
-        if k in st['config'] and st['config'].get(k) != self.config.get(k): raise ValueError(
-            f'{path}: cannot resume, the checkpoint has {k}={st["config"].get(k)!r} but this run has {self.config.get(k)!r}; '
-            f'use the same settings, or another out_dir (delete {path.parent} to start that run over)')
     st = load_run_checkpoint(path, self.model, self.opt, self.sched, restore_rng=True)
     self.epoch, self.history, self.best, self.machines = st['epoch'], st['history'], st['best'], st.get('machines', [])
     print(f'resumed {path} at epoch {self.epoch}')
