@@ -1,5 +1,5 @@
 """uiunet.data: split counts, the paper split, decoding and binarization, Misc_111, transforms, the synthetic
-generator, bad input, the package's import graph. Real-data tests skip when the dataset is missing."""
+generator, bad input and the input contracts (pixel values, masks, split lists, mask naming), the package's import graph. Real-data tests skip when the dataset is missing."""
 import ast
 import os
 import subprocess
@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, data_dir, needs_dataset
-from uiunet.data import (NORM_STATS, clean_pair, crop_to, decode_image, get_dataset, local_scr, pad_item,
-                         read_image, read_mask, read_split, release_transform, standard_transform, synth_scene)
+from uiunet.data import (NORM_STATS, clean_pair, crop_to, decode_image, get_dataset, image_array, local_scr, pad_item,
+                         read_image, read_mask, read_split, release_transform, standard_transform, synth_scene, to_unit)
 
 
 # ---------------------------------------------------------------- a tiny dataset of our own
@@ -258,6 +258,191 @@ def test_size_mismatch_without_correction(own):
         get_dataset(own, "test", strict=True)
     (own / "corrections").mkdir(); cv2.imwrite(str(own / "corrections" / "f2.png"), np.ones((40, 70), np.uint8))
     assert get_dataset(own, "test")[0]["mask"].sum() == 40 * 70
+
+
+# ---------------------------------------------------------------- input contracts (issue 15)
+def _warned(fn, *args):
+    "(result, messages of the warnings) of fn(*args)."
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = fn(*args)
+    return out, [str(w.message) for w in rec]
+
+
+def test_pixel_contract_integers():
+    assert np.array_equal(to_unit(np.array([0, 51, 255], np.uint8)), np.array([0, 51, 255], np.float32) / 255)
+    assert np.array_equal(to_unit(np.array([0, 4096, 65535], np.uint16)), np.array([0, 4096, 65535], np.float32) / 65535)
+    got, msgs = _warned(to_unit, np.array([0, 100, 4095], np.uint16), "cam_0001.png")
+    assert np.array_equal(got, np.array([0, 100, 4095], np.float32) / 4095)
+    assert len(msgs) == 1 and "cam_0001.png" in msgs[0] and "12-bit" in msgs[0] and "4095" in msgs[0]
+    _, msgs = _warned(to_unit, np.zeros((2, 2), np.uint16), "black.png")
+    assert not msgs                                                       # all black: 0 either way, no warning
+    for dt in (np.int8, np.int16, np.int32, np.int64, np.uint32):
+        with pytest.raises(ValueError, match=rf"frame\.tif: unsupported pixel type {np.dtype(dt)}: pass uint8"):
+            to_unit(np.zeros((2, 2), dt), "frame.tif")
+    with pytest.raises(ValueError, match=r"arr: unsupported boolean pixels.*pass uint8"):
+        to_unit(np.zeros((2, 2), bool), "arr")
+
+
+def test_pixel_contract_floats():
+    a = np.array([[0.0, 0.5], [1.0, 0.25]])
+    for dt in (np.float16, np.float32, np.float64):
+        got = to_unit(a.astype(dt))
+        assert got.dtype == np.float32 and np.array_equal(got, a.astype(dt).astype(np.float32))
+    with pytest.raises(ValueError, match=r"x: 3 of 4 pixels are NaN or infinite: replace them"):
+        to_unit(np.array([np.nan, np.inf, -np.inf, 0.5]), "x")
+    with pytest.raises(ValueError, match=r"x: float image with maximum 254 looks like 0\.\.255 data: divide by 255"):
+        to_unit(np.array([0.0, 17.0, 254.0]), "x")
+    with pytest.raises(ValueError, match=r"x: float pixels span \[0, 1000\], outside \[0, 1\]: scale the image"):
+        to_unit(np.array([0.0, 1000.0]), "x")
+    with pytest.raises(ValueError, match=r"x: float pixels span \[-2\.5, 0\.5\].*normalisation"):
+        to_unit(np.array([-2.5, 0.5]), "x")
+
+
+def test_pixel_contract_same_for_files(tmp_path, own):
+    "The readers apply the contract and name the file; a dataset's item names its image file."
+    cv2.imwrite(str(tmp_path / "twelve.png"), np.array([[0, 4095, 2000]], np.uint16))
+    img, msgs = _warned(read_image, tmp_path / "twelve.png", 1)
+    assert np.allclose(img[0], [[0, 1, 2000 / 4095]]) and str(tmp_path / "twelve.png") in msgs[0]
+    cv2.imwrite(str(tmp_path / "f255.tif"), np.array([[0, 128, 255]], np.float32))
+    cv2.imwrite(str(tmp_path / "fnan.tif"), np.array([[0, np.nan, 0.5]], np.float32))
+    cv2.imwrite(str(tmp_path / "fbig.tif"), np.array([[-1, 300]], np.float32))
+    cv2.imwrite(str(tmp_path / "ok.tif"), np.array([[0, 0.25, 1]], np.float32))
+    with pytest.raises(ValueError, match=r"f255\.tif: float image with maximum 255 looks like 0\.\.255 data: divide by 255"):
+        read_image(tmp_path / "f255.tif")
+    with pytest.raises(ValueError, match=r"fnan\.tif: 1 of 3 pixels are NaN"):
+        read_image(tmp_path / "fnan.tif")
+    with pytest.raises(ValueError, match=r"fbig\.tif: float pixels span \[-1, 300\]"):
+        read_image(tmp_path / "fbig.tif")
+    assert np.array_equal(read_image(tmp_path / "ok.tif", 1)[0], [[0, 0.25, 1]])
+    im = synth_scene(0, size=(40, 70), n_clutter=(0, 0))[0]
+    cv2.imwrite(str(own / "images" / "f0.png"), np.round(im * 4095).astype(np.uint16))   # 12-bit data in the dataset
+    it, msgs = _warned(lambda: get_dataset(own, "train")[0])
+    assert np.allclose(it["image"][0].numpy(), im, atol=1e-6 + 0.5 / 4095)
+    assert any(str(own / "images" / "f0.png") in m and "12-bit" in m for m in msgs)
+
+
+def test_image_array_layouts():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    want = rgb.astype(np.float32) / 255
+    rgba = np.dstack([rgb, np.zeros((6, 9), np.uint8)])
+    for x in (rgb, rgb.transpose(2, 0, 1), rgba, rgba.transpose(2, 0, 1), torch.from_numpy(rgb).permute(2, 0, 1),
+              torch.from_numpy(want), torch.from_numpy(want).permute(2, 0, 1).requires_grad_(),
+              (rgb.astype(np.uint16) * 257)):
+        got = image_array(x)
+        assert got.shape == (6, 9, 3) and got.dtype == np.float32 and got.flags.c_contiguous, type(x)
+        assert np.allclose(got, want, atol=1e-7)
+    grey = rgb[..., 0]
+    for x in (grey, grey[..., None], grey[None], torch.from_numpy(grey), torch.from_numpy(want[..., 0]).half()):
+        got = image_array(x)
+        assert got.shape == (6, 9) and np.allclose(got, want[..., 0], atol=1e-3)
+    assert image_array(np.zeros((3, 240, 338), np.uint8)).shape == (240, 338, 3)   # channel-first, not 338 channels
+    assert image_array(np.zeros((240, 338, 3), np.uint8)).shape == (240, 338, 3)
+    assert image_array(np.zeros((4, 5, 3), np.uint8)).shape == (4, 5, 3)            # both ends 3/4: channel-last
+
+
+def test_image_array_refuses_what_is_not_one_image():
+    for shape in ((2, 6, 9), (6, 9, 2), (6, 9, 5), (9,), (1, 3, 6, 9), (0, 9), (2, 3, 4, 5, 6)):
+        with pytest.raises(ValueError, match=r"image: an array of shape .* is not one image: pass \(H, W\) grey, or \(H, W, C\) "
+                                             r"or \(C, H, W\) with C = 1 \(grey\), 3 \(RGB\) or 4"):
+            image_array(np.zeros(shape, np.uint8), "image")
+    with pytest.raises(ValueError, match="one image at a time"):
+        image_array(torch.zeros(1, 3, 6, 9))
+    with pytest.raises(ValueError, match="in_image: float image with maximum 200 looks like 0..255 data"):
+        image_array(np.full((3, 6, 9), 200.0, np.float32), "in_image")
+    with pytest.raises(ValueError, match="image: unsupported boolean pixels"):
+        image_array(torch.ones(6, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="image: unsupported pixel type int64"):
+        image_array(torch.ones(6, 9, dtype=torch.int64))
+
+
+def test_jpeg_mask_is_cut_at_half_range_with_a_warning(tmp_path, own):
+    m = np.zeros((40, 70), np.uint8); m[5, 5] = 1; m[20:23, 30:33] = 1; m[30:35, 60:65] = 1   # 1, 3x3, 5x5 px targets
+    for q in (50, 75, 95):
+        cv2.imwrite(str(tmp_path / f"m{q}.jpg"), m * 255, [cv2.IMWRITE_JPEG_QUALITY, q])
+        assert ((cv2.imread(str(tmp_path / f"m{q}.jpg"), 0) > 0) & (m == 0)).sum() > 10     # non-zero: spurious targets
+        got, msgs = _warned(read_mask, tmp_path / f"m{q}.jpg")
+        assert np.array_equal(got, m), q
+        assert len(msgs) == 1 and str(tmp_path / f"m{q}.jpg") in msgs[0] and "spurious" in msgs[0] and "PNG" in msgs[0]
+    (tmp_path / "named.png").write_bytes((tmp_path / "m75.jpg").read_bytes())                 # a JPEG by content
+    assert _warned(read_mask, tmp_path / "named.png")[1]
+    cv2.imwrite(str(tmp_path / "m01.jpg"), m)                                                  # a 0/1 mask as JPEG
+    with pytest.raises(ValueError, match=r"m01\.jpg holds values only up to .*export the mask again as PNG"):
+        read_mask(tmp_path / "m01.jpg")
+    (own / "masks" / "f0.png").unlink(); cv2.imwrite(str(own / "masks" / "f0.jpg"), m * 255)
+    it, msgs = _warned(lambda: get_dataset(own, "train")[0])                                   # in a dataset
+    assert np.array_equal(it["mask"][0].numpy(), m) and any(str(own / "masks" / "f0.jpg") in s for s in msgs)
+
+
+def test_mask_kinds_read_as_before(tmp_path):
+    "0/1, 0/255, 1-bit and palette masks: every non-zero pixel is target, and no warning."
+    m = np.array([[0, 1, 0], [1, 1, 0]], np.uint8)
+    Image.fromarray(m.astype(bool)).save(tmp_path / "one_bit.png")
+    cv2.imwrite(str(tmp_path / "m01.png"), m); cv2.imwrite(str(tmp_path / "m255.png"), m * 255)
+    p = Image.fromarray(m, "P"); p.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762); p.save(tmp_path / "pal.png")
+    q = Image.fromarray(m * 2, "P"); q.putpalette([0, 0, 0, 9, 9, 9, 128, 0, 0] + [0] * 759); q.save(tmp_path / "pal2.png")
+    cv2.imwrite(str(tmp_path / "m.bmp"), m * 255); cv2.imwrite(str(tmp_path / "m.tif"), m * 255)
+    for f in ("one_bit.png", "m01.png", "m255.png", "pal.png", "pal2.png", "m.bmp", "m.tif"):
+        got, msgs = _warned(read_mask, tmp_path / f)
+        assert np.array_equal(got, m) and not msgs, f
+
+
+def test_split_list_with_utf8_bom(own):
+    (own / "bom.txt").write_bytes(b"\xef\xbb\xbff0\r\nf1.png\r\n")
+    assert read_split(own / "bom.txt") == ["f0", "f1"]
+    assert get_dataset(own, "bom").names == ["f0", "f1"]                      # the first stem is found
+    (own / "cat.txt").write_bytes(b"\xef\xbb\xbff0\n" + b"\xef\xbb\xbff3\n")          # two such lists concatenated
+    assert get_dataset(own, "cat").names == ["f0", "f3"]
+
+
+def test_split_list_utf16_and_other_encodings(own):
+    for text, enc in (("f0\r\nf3\n", "utf-16"), ("\ufefff0\r\nf3\n", "utf-16-be"), ("f0\nf3\n", "utf-32")):
+        (own / "u.txt").write_bytes(text.encode(enc))                            # each with its byte-order mark
+        assert get_dataset(own, "u").names == ["f0", "f3"], enc
+    (own / "u16.txt").write_bytes("f0\nf3\n".encode("utf-16-le"))             # no byte-order mark
+    with pytest.raises(ValueError, match=r"split list .*u16\.txt holds NUL bytes: UTF-16 without a byte-order mark\? Save it as UTF-8"):
+        get_dataset(own, "u16")
+    (own / "latin.txt").write_bytes("f0\nf\xe4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"split list .*latin\.txt is not UTF-8 text \(byte 4\): save it as UTF-8"):
+        get_dataset(own, "latin")
+
+
+def test_empty_split_list_is_an_error(own):
+    for content in (b"", b"\n\r\n   \n", b"# only a comment\n"):
+        (own / "empty.txt").write_bytes(content)
+        with pytest.raises(ValueError, match=rf"split list {str(own / 'empty.txt')} lists no stems.*one image stem a line"):
+            get_dataset(own, "empty")
+
+
+def test_duplicate_stems_are_an_error(own):
+    (own / "dup.txt").write_text("f0\nf1\nf0.png\nf3\nf1\n")
+    with pytest.raises(ValueError, match=r"dup\.txt lists 2 stem\(s\) more than once: f0, f1; list each image once"):
+        get_dataset(own, "dup")
+    (own / "many.txt").write_text("\n".join([f"s{k}" for k in range(12)] * 2))
+    with pytest.raises(ValueError, match=r"lists 12 stem\(s\) more than once: s0, .*s9 \.\.\."):
+        read_split(own / "many.txt")
+
+
+def test_sirst_style_masks_suggest_mask_suffix(own):
+    for k in range(4):                                                        # masks renamed to <stem>_pixels0.png
+        (own / "masks" / f"f{k}.png").rename(own / "masks" / f"f{k}_pixels0.png")
+    with pytest.raises(FileNotFoundError) as e:
+        get_dataset(own, "train")
+    msg = str(e.value)
+    assert "mask of split entry 'f0' not found" in msg and str(own / "masks" / "f0") in msg
+    assert "f0_pixels0.png" in msg and "mask_suffix='_pixels0'" in msg and "3 of the split's 3 stems" in msg
+    assert get_dataset(own, "train", mask_suffix="_pixels0").names == ["f0", "f1", "f3"]
+
+
+def test_mask_suffix_hints_only_when_it_pairs_more(own, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"need mask_suffix=''"):          # masks share the stems
+        get_dataset(own, "train", mask_suffix="_pixels0")
+    cv2.imwrite(str(own / "images" / "f1x.png"), np.zeros((40, 70), np.uint8))
+    (own / "masks" / "f1.png").rename(own / "masks" / "f1x.png")               # f1's mask really missing; f1x is a stem
+    with pytest.raises(FileNotFoundError) as e:
+        get_dataset(own, "train")
+    assert "mask_suffix=" not in str(e.value) and str(e.value).endswith(".jpeg).")     # no misleading hint
 
 
 # ---------------------------------------------------------------- transforms

@@ -7,6 +7,7 @@ Docs: https://uiunet.github.io/uiunet/data.datasets.html.md"""
 # %% ../../nbs/01_data.datasets.ipynb #530089f1
 from __future__ import annotations
 import os, warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -52,12 +53,28 @@ def register_dataset(spec: DatasetSpec, *aliases: str) -> DatasetSpec:
     return spec
 
 # %% ../../nbs/01_data.datasets.ipynb #69c7f64f
+_BOMS = ((b'\xff\xfe\x00\x00', 'utf-32'), (b'\x00\x00\xfe\xff', 'utf-32'), (b'\xff\xfe', 'utf-16'), (b'\xfe\xff', 'utf-16'))
+
+def _list_text(path: Path) -> str:
+    "Text of a split list: UTF-8 (a BOM dropped), or UTF-16/32 with their BOM; other bytes raise, naming the file."
+    b = path.read_bytes()
+    for bom, enc in _BOMS:
+        if b.startswith(bom): return b.decode(enc)
+    if b'\x00' in b: raise ValueError(f"split list {path} holds NUL bytes: UTF-16 without a byte-order mark? Save it as UTF-8")
+    try: return b.decode('utf-8-sig')
+    except UnicodeDecodeError as e: raise ValueError(f"split list {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+
 def read_split(path) -> list[str]:
-    "Stems listed in a split file, in order: one a line, LF or CRLF, blank lines and image extensions dropped."
+    "Stems listed in a split file, in order (see above); an empty list or a repeated stem raises, naming the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"split list not found: {path}")
-    lines = [l.strip() for l in path.read_text().splitlines()]
-    return [l.rsplit('.', 1)[0] if l.lower().endswith(IMAGE_EXTS) else l for l in lines if l and not l.startswith('#')]
+    lines = [l.replace('\ufeff', '').strip() for l in _list_text(path).splitlines()]  # BOMs of concatenated lists too
+    stems = [l.rsplit('.', 1)[0] if l.lower().endswith(IMAGE_EXTS) else l for l in lines if l and not l.startswith('#')]
+    if not stems: raise ValueError(f"split list {path} lists no stems (empty, or only blank or # lines): write one image stem a line")
+    dups = [s for s, n in Counter(stems).items() if n > 1]
+    if dups: raise ValueError(f"split list {path} lists {len(dups)} stem(s) more than once: {', '.join(dups[:10])}"
+                              f"{' ...' if len(dups) > 10 else ''}; list each image once")
+    return stems
 
 # %% ../../nbs/01_data.datasets.ipynb #8e47dba2
 HOLDOUT_FRAC = 0.2  # share of a split held out for validation by '<split>:holdout'
@@ -114,15 +131,25 @@ def _file_index(folder: Path) -> dict[str, Path]:
     for p in sorted(files, key=lambda p: (IMAGE_EXTS.index(p.suffix.lower()), p.name)): idx.setdefault(p.stem, p)
     return idx
 
+def _suffix_hint(stem: str, stems: list, masks: dict, suffix: str) -> str:
+    "What to pass when `stem`'s mask is stored under another suffix: the one that pairs the most of `stems`."
+    cands = sorted({k[len(stem):] for k in masks if k.startswith(stem)}, key=len)  # '' when masks share the stems
+    pairs_of = lambda x: sum(s + x in masks for s in stems)
+    best = max(cands, key=pairs_of, default=None)  # ties: the shortest suffix
+    if best is None or pairs_of(best) <= pairs_of(suffix): return ''  # no better than the suffix given: a mask really missing
+    return (f" masks/ holds {masks[stem + best].name}: masks named <stem>{best} ({pairs_of(best)} of the split's {len(stems)} stems "
+            f"have one) need mask_suffix='{best}', e.g. get_dataset(..., mask_suffix='{best}').")
+
 def find_pairs(folder: Path, spec: DatasetSpec, stems) -> list[tuple[str, Path, Path]]:
     "(stem, image file, mask file) of each stem; a mask in corrections/ replaces the published one. Missing files raise."
     imgs, masks, fixes = (_file_index(folder / d) for d in ('images', 'masks', 'corrections'))
-    out, exts = [], f"{IMAGE_EXTS[0]} (or {'/'.join(IMAGE_EXTS[1:])})"
+    out, exts, stems = [], f"{IMAGE_EXTS[0]} (or {'/'.join(IMAGE_EXTS[1:])})", list(stems)
     for s in stems:
         m = s + spec.mask_suffix
         if s not in imgs: raise FileNotFoundError(f"{spec.name}: image of split entry '{s}' not found: no file {folder / 'images' / s}{exts}")
         if m not in fixes and m not in masks:
-            raise FileNotFoundError(f"{spec.name}: mask of split entry '{s}' not found: no file {folder / 'masks' / m}{exts}")
+            raise FileNotFoundError(f"{spec.name}: mask of split entry '{s}' not found: no file {folder / 'masks' / m}{exts}."
+                                    + _suffix_hint(s, stems, {**masks, **fixes}, spec.mask_suffix))
         out.append((s, imgs[s], fixes.get(m) or masks[m]))
     return out
 
@@ -151,6 +178,7 @@ class ItemDataset(Dataset):
     def __repr__(self): return f"{type(self).__name__}({self.label!r}, {len(self)} items, in_channels={self.in_channels})"
     def set_epoch(self, epoch: int): self.epoch = int(epoch)
     def load(self, i): raise NotImplementedError  # -> (pixels (H,W) or (H,W,3) as stored, mask uint8 (H,W), file channels)
+    def source(self, i) -> str: return f"{self.label} item {self.names[i]}"  # what warnings and errors about item i name
     def raw(self, i):
         "Decoded (pixels, mask, channels) of item `i`, from the cache when it is on."
         if not self.cache: return self.load(i)
@@ -159,10 +187,10 @@ class ItemDataset(Dataset):
 
 # %% ../../nbs/01_data.datasets.ipynb #df4c9ac9
 def _getitem(self: ItemDataset, i: int) -> dict:
-    "Item `i`: image (C,H,W) in [0,1], mask (1,H,W) in {0,1}, name, size, channels; then the transform."
+    "Item `i`: image (C,H,W) in [0,1] (the pixel contract of `to_unit`), mask (1,H,W) in {0,1}, name, size, channels; then the transform."
     i = range(len(self))[i]  # negative indices; IndexError past the end
     px, msk, ch = self.raw(i)
-    item = dict(image=torch.from_numpy(to_channels(to_unit(px), self.in_channels)),
+    item = dict(image=torch.from_numpy(to_channels(to_unit(px, self.source(i)), self.in_channels)),
                 mask=torch.from_numpy(msk[None].astype(np.float32)), name=self.names[i], size=tuple(msk.shape), channels=ch)
     if self.transform is None: return item
     return self.transform(item, np.random.default_rng([self.seed, self.epoch, i]))
@@ -180,6 +208,7 @@ class FileDataset(ItemDataset):
         pairs = find_pairs(self.folder, self.spec, split_stems(self.folder, self.spec, split))
         self.pairs = check_sizes(pairs, strict, self.label)
         super().__init__([s for s, _, _ in self.pairs], transform, in_channels, cache, seed)
+    def source(self, i) -> str: return str(self.pairs[i][1])  # the image file
     def load(self, i):
         s, ip, mp = self.pairs[i]
         (px, ch), msk = decode_image(ip), read_mask(mp)
@@ -209,7 +238,7 @@ def clean_pair(image, mask, min_scr: float = 1.0, ring: int = 4) -> bool:
 def _clean_stems(folder: str, listed: tuple) -> tuple:
     "Stems of `listed` whose pair passes `clean_pair` (decoded once per process)."
     pairs = find_pairs(Path(folder), DatasetSpec('mdvsfa'), listed)  # MDvsFA: masks share the image's stem
-    return tuple(s for s, ip, mp in pairs if clean_pair(to_unit(decode_image(ip)[0]), read_mask(mp)))
+    return tuple(s for s, ip, mp in pairs if clean_pair(to_unit(decode_image(ip)[0], ip), read_mask(mp)))
 
 def mdvsfa_clean(folder) -> list[str]:
     "MDvsFA `train_clean`: the pairs of train.txt that pass `clean_pair`, in list order."
@@ -273,7 +302,7 @@ def norm_stats(name, splits=('train', 'test'), root=None, **kw) -> tuple[float, 
         ds = get_dataset(name, split, root=root, **kw)
         for i, n in enumerate(ds.names):
             if n in seen: continue
-            seen.add(n); g = to_channels(to_unit(ds.raw(i)[0]), 1)[0].astype(np.float64)
+            seen.add(n); g = to_channels(to_unit(ds.raw(i)[0], ds.source(i)), 1)[0].astype(np.float64)
             means.append(g.mean()); stds.append(g.std())
     return float(np.mean(means)), float(np.mean(stds))
 

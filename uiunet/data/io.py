@@ -1,4 +1,4 @@
-"""Image and mask files to arrays: OpenCV decoding as stored, scaling to [0,1], the colour rule for 1 or 3 input channels, binary masks.
+"""Image and mask files to arrays: OpenCV decoding as stored, the pixel-value contract for files and arrays, the colour rule for 1 or 3 input channels, binary masks.
 
 Docs: https://uiunet.github.io/uiunet/data.io.html.md"""
 
@@ -6,13 +6,14 @@ Docs: https://uiunet.github.io/uiunet/data.io.html.md"""
 
 # %% ../../nbs/00_data.io.ipynb #db796f90
 from __future__ import annotations
-import struct
+import struct, warnings
 
 import cv2
 import numpy as np
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'LUMA', 'read_raw', 'decode_image', 'to_unit', 'to_channels', 'read_image', 'read_mask', 'image_size']
+__all__ = ['IMAGE_EXTS', 'LUMA', 'read_raw', 'decode_image', 'to_unit', 'to_channels', 'read_image', 'image_array', 'read_mask',
+           'image_size']
 
 # %% ../../nbs/00_data.io.ipynb #45f10128
 IMAGE_EXTS = ('.png', '.bmp', '.tif', '.tiff', '.jpg', '.jpeg')  # image files, searched in this order for a stem
@@ -40,12 +41,33 @@ def decode_image(path) -> tuple[np.ndarray, int]:
     return a, 3
 
 # %% ../../nbs/00_data.io.ipynb #5520fcfd
-def to_unit(a: np.ndarray, path='') -> np.ndarray:
-    "Pixels as float32 in [0,1]: 8-bit / 255, 16-bit / 65535; float images are taken as already scaled."
+def _float_unit(a: np.ndarray, src: str) -> np.ndarray:
+    "Float pixels as float32, refused unless finite and within [0, 1]."
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if bad: raise ValueError(f"{src}: {bad} of {a.size} pixels are NaN or infinite: replace them (e.g. np.nan_to_num) "
+                             "before passing the image")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0 and 1 < hi <= 255: raise ValueError(f"{src}: float image with maximum {hi:g} looks like 0..255 data: "
+                                                   "divide by 255 (float images must be within [0, 1])")
+    if lo < 0 or hi > 1: raise ValueError(f"{src}: float pixels span [{lo:g}, {hi:g}], outside [0, 1]: scale the image "
+                                          "to [0, 1] (pass it before any mean/std normalisation)")
+    return a.astype(np.float32)
+
+def to_unit(a: np.ndarray,  # pixels as stored: uint8, uint16 (16- or 12-bit) or float in [0, 1]
+            source='',      # the file or argument they came from, named in warnings and errors
+           ) -> np.ndarray:
+    "Pixels as float32 in [0,1] by the contract above; other pixel types raise, saying what to pass."
+    a, src = np.asarray(a), str(source) or 'an image'
     if a.dtype == np.uint8: return a.astype(np.float32) / 255
-    if a.dtype == np.uint16: return a.astype(np.float32) / 65535
-    if a.dtype.kind == 'f': return a.astype(np.float32)
-    raise ValueError(f"unsupported pixel type {a.dtype} in {path or 'an image'}: use 8- or 16-bit images")
+    if a.dtype == np.uint16:
+        top = int(a.max()) if a.size else 0
+        if not 0 < top < 4096: return a.astype(np.float32) / 65535
+        warnings.warn(f"{src}: 16-bit image with maximum {top} < 4096, taken as 12-bit data (divided by 4095, not 65535); "
+                      "if it is not 12-bit, scale it to the full 0..65535 range before passing it", stacklevel=2)
+        return a.astype(np.float32) / 4095
+    if a.dtype.kind == 'f': return _float_unit(a, src)
+    what = 'boolean pixels (a mask?)' if a.dtype == bool else f'pixel type {a.dtype}'
+    raise ValueError(f"{src}: unsupported {what}: pass uint8 (0..255), uint16 (0..65535, or 12-bit 0..4095) or float in [0, 1]")
 
 # %% ../../nbs/00_data.io.ipynb #781ec4e2
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # weights of R, G, B for luminance (ITU-R BT.601)
@@ -63,12 +85,33 @@ def read_image(path, in_channels: int = 3) -> np.ndarray:
     a, _ = decode_image(path)
     return to_channels(to_unit(a, path), in_channels)
 
+# %% ../../nbs/00_data.io.ipynb #78c80db0
+def image_array(a,              # one image: (H,W), (H,W,C) or (C,H,W) with C in {1,3,4}; a numpy array or a torch tensor
+                source='image', # what to call it in errors and warnings (e.g. the argument's name)
+               ) -> np.ndarray:
+    "One image given as an array -> float32 (H,W) grey or (H,W,3) RGB in [0,1], alpha dropped, by the pixel contract."
+    if hasattr(a, 'detach'): a = a.detach().cpu(); a = (a.float() if str(a.dtype) == 'torch.bfloat16' else a).numpy()
+    a = np.asarray(a); shape, C = tuple(a.shape), (1, 3, 4)
+    if a.ndim == 3 and a.shape[0] in C and a.shape[-1] not in C: a = a.transpose(1, 2, 0)  # channel-first
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in C) or 0 in shape:
+        raise ValueError(f"{source}: an array of shape {shape} is not one image: pass (H, W) grey, or (H, W, C) or (C, H, W) "
+                         "with C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped)" + (", one image at a time" * (a.ndim == 4)))
+    if a.ndim == 3: a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]
+    return np.ascontiguousarray(to_unit(a, source))
+
 # %% ../../nbs/00_data.io.ipynb #b55fd837
 def read_mask(path) -> np.ndarray:
-    "Mask file -> uint8 (H,W) in {0,1}: every non-zero pixel is target (1-bit, 0/1 and 0/255 masks alike)."
+    "Mask file -> uint8 (H,W) in {0,1}: non-zero is target (1-bit, 0/1, 0/255, palette); a JPEG is cut at half its range, with a warning."
     a = read_raw(path)
     if a.ndim == 3: a = a[..., :3].max(-1) if a.shape[2] >= 3 else a[..., 0]
-    return (a > 0).astype(np.uint8)
+    with open(path, 'rb') as f: lossy = f.read(3) == b'\xff\xd8\xff'   # a JPEG, whatever its name
+    if not lossy: return (a > 0).astype(np.uint8)
+    half, top = np.iinfo(a.dtype).max // 2, int(a.max())
+    if 0 < top <= half: raise ValueError(f"JPEG mask {path} holds values only up to {top} (a 0/1 mask?): after lossy compression "
+                                         "target and noise cannot be told apart; export the mask again as PNG")
+    warnings.warn(f"JPEG mask {path}: lossy compression puts faint non-zero pixels around every target, spurious target pixels "
+                  f"if read as non-zero = target; read as target where > {half} (half its range). Store masks as PNG.", stacklevel=2)
+    return (a > half).astype(np.uint8)
 
 # %% ../../nbs/00_data.io.ipynb #c0d900d7
 def image_size(path) -> tuple[int, int]:
