@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import crop_to, decode_image, to_channels, to_unit
+from .data import crop_to, decode_image, image_array, to_channels, to_unit
 from .evaluation import fused_probability
 from .metrics import binarize, detections
 from .recipes import recipe_transforms
@@ -21,7 +21,7 @@ __all__ = ['predict_image']
 
 # %% ../nbs/26_inference.ipynb #70fa0882
 def predict_image(model, # a segmentation model (with `predict`, or returning logits, fused first)
-                  image, # a file name, or an array (H,W) / (H,W,C) with values in [0,1]
+                  image, # a file name, or one image as an array or tensor: (H,W), (H,W,C) or (C,H,W) (see the contract above)
                   recipe:str|None=None, # how the model was trained; default: its `pretrained_cfg`, else 'release'
                   dataset:str|None=None, # whose mean/std non-release recipes use; default: its `pretrained_cfg`
                   threshold:float=0.5, # positive iff p > threshold
@@ -32,7 +32,7 @@ def predict_image(model, # a segmentation model (with `predict`, or returning lo
     recipe, dataset = recipe or cfg.get('recipe', 'release'), dataset or cfg.get('dataset') or 'synthetic'
     c, dev = getattr(model, 'in_channels', None) or cfg.get('in_channels', 3), next(model.parameters()).device
     if isinstance(image, (str, Path)): a, stored = decode_image(image); a = to_unit(a, image)
-    else: a = np.asarray(image, np.float32); stored = 1 if a.ndim == 2 else a.shape[-1]
+    else: a = image_array(image); stored = 1 if a.ndim == 2 else a.shape[-1]
     x = torch.from_numpy(np.ascontiguousarray(to_channels(a, c)))
     item = dict(image=x, mask=torch.zeros(1, *x.shape[1:]), name='', size=tuple(x.shape[1:]), channels=stored)
     item = recipe_transforms(recipe, dataset)[1](item, np.random.default_rng(0))
