@@ -151,7 +151,7 @@ def test_noise_images_any_size(fn, k, shape):
     assert s.shape == shape and s.dtype == np.float32 and 0 <= s.min() and s.max() <= 1
 
 
-@pytest.mark.parametrize('fn', [m.fkrw, m.nvmd], ids=IDS)
+@pytest.mark.parametrize('fn', [m.fkrw, m.nvmd], ids=FK_NV_IDS)
 def test_channel_first_input(fn):
     g = m.toy_scene()
     np.testing.assert_allclose(fn(np.stack([g] * 3)), fn(g), atol=1e-6)

@@ -26,7 +26,7 @@ from .recipes import recipe_transforms
 # %% auto #0
 __all__ = ['PDFA_THRESHOLDS', 'SETTINGS', 'HIT', 'FALSE_ALARM', 'MISS', 'fused_probability', 'predict_dataset', 'validate',
            'protocol_transform', 'input_size', 'score_predictions', 'evaluation_record', 'check_settings',
-           'write_evaluation', 'roc_figure', 'draw_detections', 'detections_figure']
+           'write_evaluation', 'save_maps', 'load_maps', 'roc_figure', 'draw_detections', 'detections_figure']
 
 # %% ../nbs/25_evaluation.ipynb #5a542e83
 def fused_probability(model, # a segmentation model (with `predict`, or returning logits, fused first)
@@ -137,16 +137,29 @@ def check_settings(out:Path, record:dict, overwrite:bool=False):
 def write_evaluation(out:Path, # the evaluation's folder under results/
                      record:dict, # from `evaluation_record`
                      res:dict, # from `score_predictions`
-                     overwrite:bool=False # replace an evaluation with other settings
+                     overwrite:bool=False, # replace an evaluation with other settings
+                     kept:list|None=None # (name, prob, mask) of a few images, saved as maps.npz for figures
                     )->Path:
-    "Write metrics.json, per_image.csv, roc.csv, pdfa.csv and roc.png into `out`."
+    "Write metrics.json, per_image.csv, roc.csv, pdfa.csv, roc.png (and maps.npz) into `out`."
     out = Path(out); check_settings(out, record, overwrite); out.mkdir(parents=True, exist_ok=True)
+    if kept: save_maps(out/'maps.npz', kept)
     atomic_write(out/'metrics.json', lambda p: p.write_text(json.dumps(record, indent=1)))
     pd.DataFrame(res['per_image']).to_csv(out/'per_image.csv', index=False)
     if res.get('roc'): pd.DataFrame(res['roc']).to_csv(out/'roc.csv', index=False)
     if res.get('pdfa_curve'): pd.DataFrame(res['pdfa_curve']).to_csv(out/'pdfa.csv', index=False)
     roc_figure(res, f"{record['method']} on {record['dataset']} {record['split']}").savefig(out/'roc.png'); plt.close('all')
     return out
+
+def save_maps(path:Path, kept:list):
+    "A few (name, probability, mask) triples, compactly (probabilities on 256 levels): what the paper's figures draw."
+    arrays = {f'prob{i}': np.round(np.clip(p, 0, 1) * 255).astype(np.uint8) for i, (_, p, _) in enumerate(kept)}
+    arrays.update({f'mask{i}': (y > 0).astype(np.uint8) for i, (_, _, y) in enumerate(kept)})
+    atomic_write(Path(path), lambda f: np.savez_compressed(open(f, 'wb'), names=np.array([n for n, _, _ in kept]), **arrays))
+
+def load_maps(path:Path)->list:
+    "The (name, probability, mask) triples of `save_maps`."
+    z = np.load(path)
+    return [(str(n), z[f'prob{i}'].astype(np.float32) / 255, z[f'mask{i}']) for i, n in enumerate(z['names'])]
 
 def roc_figure(res:dict, title:str=''):
     "Pixel ROC (log FPR) and the (Fa, Pd) pairs over thresholds, side by side."

@@ -23,8 +23,8 @@ from .transforms import NORM_STATS, release_transform, standard_transform
 # %% auto #0
 __all__ = ['DATASETS', 'HOLDOUT_FRAC', 'OWN_DATA_HELP', 'DATASET_CLASSES', 'data_root', 'DatasetSpec', 'register_dataset',
            'read_split', 'holdout_split', 'split_stems', 'find_dataset', 'has_dataset', 'find_pairs', 'check_sizes',
-           'ItemDataset', 'FileDataset', 'local_scr', 'clean_pair', 'mdvsfa_clean', 'mdvsfa_500', 'paper_split',
-           'register_dataset_class', 'get_dataset', 'norm_stats', 'named_transform']
+           'ItemDataset', 'FileDataset', 'local_scr', 'clean_pair', 'mdvsfa_clean', 'mdvsfa_subset', 'mdvsfa_6200',
+           'mdvsfa_500', 'paper_split', 'register_dataset_class', 'get_dataset', 'norm_stats', 'named_transform']
 
 # %% ../../nbs/01_data.datasets.ipynb #b68961e1
 def data_root(root=None) -> Path:
@@ -245,10 +245,18 @@ def mdvsfa_clean(folder) -> list[str]:
     return list(_clean_stems(str(folder), tuple(read_split(Path(folder) / 'train.txt'))))
 
 # %% ../../nbs/01_data.datasets.ipynb #fcafcf64
+def mdvsfa_subset(folder, n: int, seed: int = 0, of=None) -> list[str]:
+    "`n` stems of `of(folder)` (default `train_clean`) drawn with `default_rng(seed)`, in list order."
+    pool = (of or mdvsfa_clean)(folder)
+    return [pool[k] for k in sorted(np.random.default_rng(seed).choice(len(pool), min(n, len(pool)), replace=False))]
+
+def mdvsfa_6200(folder) -> list[str]:
+    "MDvsFA `train_6200`: 6,200 pairs of `train_clean`, seed 0 (the paper's '6,200 after removing poor images')."
+    return mdvsfa_subset(folder, 6200)
+
 def mdvsfa_500(folder, n: int = 500, seed: int = 0) -> list[str]:
-    "MDvsFA `train_500`: `n` pairs of `train_clean` drawn with `default_rng(seed)`, in list order."
-    clean = mdvsfa_clean(folder)
-    return [clean[k] for k in sorted(np.random.default_rng(seed).choice(len(clean), min(n, len(clean)), replace=False))]
+    "MDvsFA `train_500`: `n` pairs of `train_6200` drawn with `default_rng(seed)` (the paper's '500 of them, randomly')."
+    return mdvsfa_subset(folder, n, seed, of=mdvsfa_6200)
 
 # %% ../../nbs/01_data.datasets.ipynb #cb887635
 def paper_split(folder, test: bool) -> list[str]:
@@ -269,7 +277,7 @@ register_dataset(DatasetSpec('nudt-sirst', splits={s: (f'50_50/{s}.txt', f'{s}.t
     source="NUDT-SIRST: get it from the DNANet repository github.com/YeRen123455/Infrared-Small-Target-Detection "
            "(images/, masks/, 50_50/ lists)."))
 register_dataset(DatasetSpec('mdvsfa', splits={'train': 'train.txt', 'test': 'test.txt',
-                                              'train_clean': mdvsfa_clean, 'train_500': mdvsfa_500},
+                                              'train_clean': mdvsfa_clean, 'train_6200': mdvsfa_6200, 'train_500': mdvsfa_500},
     source="MDvsFA: get it via github.com/wanghuanphd/MDvsFA_cGAN (data link in its README); store training images "
            "as images/NNNNNN_1.png with their masks (NNNNNN_2.png) as masks/NNNNNN_1.png, test images and masks "
            "under their own names, and list the stems in train.txt and test.txt."), 'nust-sirst');

@@ -1,0 +1,92 @@
+"""The paper workflow (workflow/Snakefile): the smoke profile end to end, dry runs of the real profiles, resume."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+PAPER = yaml.safe_load((ROOT / "workflow" / "paper.yaml").read_text())
+
+
+def _snakemake(profile, tmp, *extra, check=True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", MPLBACKEND="Agg")
+    cfg = [f"results={tmp}/results", f"runs={tmp}/runs", f"figures={tmp}/figures"]
+    cmd = [SNAKEMAKE, "-s", "workflow/Snakefile", "--configfile", f"config/{profile}", "--config", *cfg, "-c2", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    r = _snakemake("paper-smoke.yaml", tmp, "-q", check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp
+
+
+def test_smoke_profile_produces_every_table(smoke):
+    tables = smoke / "results" / "tables"
+    for key in PAPER["tables"]:
+        for protocol in ("standard", "release"):
+            df = pd.read_csv(tables / f"table_{key}_{protocol}.csv")
+            t = PAPER["tables"][key]
+            assert len(df) == len(t["rows"]) * len(t["columns"]) * len(t["metrics"]), key
+            assert (df["n"] > 0).all(), df[df["n"] == 0]                 # every cell computed
+            assert df["mean"].between(0, 1e7).all()
+    md = (tables / "tables.md").read_text()
+    assert md.count("### Table") == 2 * len(PAPER["tables"]) and "+-" in md   # the UIU-Net rows have two seeds here
+    assert "0.7825" in md and "*Protocol:*" in md                             # the paper's values beside ours
+
+
+def test_smoke_profile_produces_every_figure(smoke):
+    for k in (6, 7, 8, 9, 10):
+        f = smoke / "figures" / f"fig{k}.png"
+        assert f.stat().st_size > 10_000, f
+    seq = pd.read_csv(smoke / "results" / "sequences" / "sequences.csv")
+    assert len(seq) == 3 and (seq["frames"] == 12).all() and (seq["targets"] > 0).all()
+
+
+def test_smoke_runs_record_their_settings(smoke):
+    run = json.loads((smoke / "results" / "runs" / "uiunet-sirst-s1" / "run.json").read_text())
+    assert (run["config"]["model"], run["config"]["seed"], run["finished"]) == ("uiunet_nano", 1, True)
+    m = json.loads((smoke / "results" / "evals" / "uiunet-sirst-s1" / "sirst_407_20-release" / "metrics.json").read_text())
+    assert (m["protocol"], m["threshold"], m["kind"]) == ("release", 0.22, "learned")
+
+
+def test_a_finished_workflow_has_nothing_left_to_do(smoke):
+    r = _snakemake("paper-smoke.yaml", smoke, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("profile,trainings", [("paper-cpu.yaml", 28), ("paper-gpu.yaml", 28)])
+def test_dry_run_lists_the_profile(tmp_path, profile, trainings):
+    r = _snakemake(profile, tmp_path, "-n")
+    counts = dict(l.split()[:2] for l in r.stdout.splitlines() if l.split()[:1] and l.split()[0] in ("train", "evaluate", "model_driven"))
+    assert int(counts["train"]) == trainings and int(counts["evaluate"]) == trainings and int(counts["model_driven"]) == 2
+
+
+def test_an_interrupted_training_resumes(tmp_path):
+    "A run stopped after its first epoch (as a killed job leaves it) is resumed, not restarted, by the workflow."
+    env = dict(os.environ, MPLBACKEND="Agg")
+    run = "uiunet-sirst-s0"
+    subprocess.run([str(Path(sys.executable).parent / "papermill"), "nbs/train.ipynb", str(tmp_path / "t.ipynb"), "-p", "dataset", "synthetic",
+                    "-p", "train_split", "train", "-p", "model", "uiunet_nano", "-p", "epochs", "2", "-p", "stop_after", "1", "-p", "name", run,
+                    "-p", "out_dir", str(tmp_path / "runs"), "-p", "results_dir", str(tmp_path / "scratch"), "-p", "recipe", "standard",
+                    "-p", "loss", "softiou", "-p", "lr", "0.001", "-p", "batch_size", "2", "-p", "img_size", "32", "-p", "val_every", "1",
+                    "-y", "data_kwargs: {n: 6, size: 64}"], cwd=ROOT, env=env, check=True, capture_output=True)
+    prof = yaml.safe_load((ROOT / "config" / "paper-smoke.yaml").read_text())
+    prof["data"]["sirst"]["epochs"] = 2
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(prof))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    subprocess.run([SNAKEMAKE, "-s", "workflow/Snakefile", "--configfile", str(tmp_path / "p.yaml"), "--config", f"results={tmp_path}/results",
+                    f"runs={tmp_path}/runs", f"figures={tmp_path}/figures", "-c1", f"{tmp_path}/results/runs/{run}/run.json"],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    log = (tmp_path / "runs" / "logs" / f"train-{run}.log").read_text()
+    assert f"resumed {tmp_path}/runs/{run}/last.safetensors at epoch 1" in log
+    assert json.loads((tmp_path / "results" / "runs" / run / "run.json").read_text())["epochs_done"] == 2
