@@ -112,6 +112,10 @@ def test_benchmark_runner_writes_its_tables(tmp_path):
     assert train.loc[train["setting"] == "fp32 eager", "speedup"].tolist() == [1.0]
     infer = pd.read_csv(out / "inference.csv")
     assert infer["variant"].iloc[0] == "plain fp32 (release)" and infer["max_abs_dp"].iloc[0] == 0
+    import importlib.util
+    if importlib.util.find_spec("onnxruntime"):  # the ONNX Runtime row: float32, so within 1e-4 of the plain forward
+        onnx = infer[infer["variant"] == "onnxruntime fp32 (CPU)"]
+        assert len(onnx) == 1 and onnx["max_abs_dp"].iloc[0] < 1e-4 and onnx["ms"].iloc[0] > 0
     assert (infer["equal_mask_pixels"] > 0.99).all() and (infer["max_abs_dp"] < 0.05).all()
     facts = json.loads((out / "speed.json").read_text())
     assert facts["machine"]["processor"] and facts["precision_auto"] == auto
@@ -183,3 +187,12 @@ def test_runners_name_folders_after_a_dataset_path(trained, tmp_path):
     assert names == ["eval-tiny-mydata-test-standard", "model-driven"], names
     assert (tmp_path / "results" / "model-driven" / "mydata-test" / "top_hat" / "metrics.json").exists()
     assert json.loads((tmp_path / "results" / names[0] / "metrics.json").read_text())["dataset"] == "mydata"
+
+
+def test_explore_runner_draws_its_static_figure(tmp_path):
+    "nbs/explore.ipynb headless: the chosen image at a few thresholds, saved, and its scores over thresholds."
+    nb = _run("explore.ipynb", tmp_path / "explore.ipynb", dataset="synthetic", split="test", image="syn_test_00002",
+              thresholds=[0.2, 0.5], figure=str(tmp_path / "explore.png"))
+    assert (tmp_path / "explore.png").stat().st_size > 5000
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "on synthetic test: 50 images; image 2: syn_test_00002" in text

@@ -21,10 +21,11 @@ from .io import IMAGE_EXTS, decode_image, image_size, read_mask, to_channels, to
 from .transforms import NORM_STATS, release_transform, standard_transform
 
 # %% auto #0
-__all__ = ['DATASETS', 'HOLDOUT_FRAC', 'OWN_DATA_HELP', 'DATASET_CLASSES', 'data_root', 'DatasetSpec', 'register_dataset',
-           'read_split', 'holdout_split', 'split_stems', 'find_dataset', 'has_dataset', 'find_pairs', 'check_sizes',
-           'ItemDataset', 'FileDataset', 'local_scr', 'clean_pair', 'mdvsfa_clean', 'mdvsfa_subset', 'mdvsfa_6200',
-           'mdvsfa_500', 'paper_split', 'register_dataset_class', 'get_dataset', 'norm_stats', 'named_transform']
+__all__ = ['DATASETS', 'HOLDOUT_FRAC', 'OWN_DATA_HELP', 'SIRST_NOTES', 'NUDT_NOTES', 'MDVSFA_NOTES', 'DATASET_CLASSES',
+           'data_root', 'DatasetSpec', 'register_dataset', 'read_split', 'holdout_split', 'split_stems', 'find_dataset',
+           'has_dataset', 'find_pairs', 'check_sizes', 'ItemDataset', 'FileDataset', 'local_scr', 'clean_pair',
+           'mdvsfa_clean', 'mdvsfa_subset', 'mdvsfa_6200', 'mdvsfa_500', 'paper_split', 'register_dataset_class',
+           'get_dataset', 'split_counts', 'find_datasets', 'norm_stats', 'named_transform']
 
 # %% ../../nbs/01_data.datasets.ipynb #b68961e1
 def data_root(root=None) -> Path:
@@ -39,11 +40,12 @@ def _root_origin(root) -> str:
 # %% ../../nbs/01_data.datasets.ipynb #cc9638f9
 @dataclass
 class DatasetSpec:
-    "How a dataset lies on disk: folder name, split lists or rules, mask naming, and where to get it."
+    "How a dataset lies on disk: folder name, split lists or rules, mask naming, where to get it, and its known oddities."
     name: str                                   # folder name under the data root
     splits: dict = field(default_factory=dict)  # split -> list file, tuple of alternatives (first found), or fn(folder) -> stems
     mask_suffix: str = ''                       # mask stem = image stem + mask_suffix
     source: str = ''                            # how to get the data (printed when it is missing)
+    notes: tuple = ()                           # known oddities of the published data (`find_datasets`, `uiunet datasets`)
 
 DATASETS: dict[str, DatasetSpec] = {}
 
@@ -264,6 +266,28 @@ def paper_split(folder, test: bool) -> list[str]:
     stems = sorted(read_split(Path(folder) / 'idx_427' / 'trainvaltest.txt'), key=lambda s: int(s.split('_')[-1]))
     return [s for s in stems if (408 <= int(s.split('_')[-1]) <= 427) == test]
 
+# %% ../../nbs/01_data.datasets.ipynb #f799dff1
+SIRST_NOTES = (
+    "Misc_111: the published mask is 592x400 but its image 325x220; put the authors' corrected mask (SIRST v2, "
+    "masks/Misc_111.png) at corrections/Misc_111_pixels0.png, otherwise the pair is left out with a warning (test 85, 5050_test 213).",
+    "Mixed image kinds: 268 grey, 122 RGB and 37 palette PNGs; about 55 of the colour ones are pseudo-colour renderings "
+    "(channels differ), the rest grey stored as colour.",
+    "Sizes vary (widths 135-592, heights 96-400): the standard protocol scores at native size, the release's at 320x320.",
+    "Masks are 1-bit PNGs named <stem>_pixels0.png; masks/ also holds Pascal-VOC boxes (<stem>.xml).",
+    "Also called NUAA-SIRST: DNANet's and BasicIRSTD's 50_50 split (213/214) is not the authors' idx_427 split (256/85/86), "
+    "and UIU-Net's paper tests on Misc_408..Misc_427 (paper_test).")
+NUDT_NOTES = (
+    "Synthesized scenes: all 1,327 images are 256x256, grey stored as RGB; every mask holds a target.",
+    "DNANet's official 50_50 lists have CRLF line ends (read either way); train.txt / test.txt are the same lists.")
+MDVSFA_NOTES = (
+    "22 training indices are absent (000239 ... 008772): 9,978 training pairs, not the nominal 10,000.",
+    "Training masks are published as NNNNNN_2.png; stored as masks/NNNNNN_1.png so that image and mask share a stem "
+    "(DNANet's NUST-SIRST convention).",
+    "Training images are all 128x128; the 100 test images vary in size (101x96 to 442x295).",
+    "train.txt / test.txt are the release's folder split (it has no lists); DNANet's NUST-SIRST lists rename the test "
+    "images 010000_1 ... and list the 22 missing training stems.",
+    "Test masks are 1-bit PNGs (one is 8-bit 0/255); images are RGB PNGs, mostly grey stored as RGB.")
+
 # %% ../../nbs/01_data.datasets.ipynb #e2f27a44
 register_dataset(DatasetSpec('sirst', mask_suffix='_pixels0', splits={
     **{s: f'idx_427/{s}.txt' for s in ('train', 'val', 'test', 'trainval')},
@@ -272,15 +296,15 @@ register_dataset(DatasetSpec('sirst', mask_suffix='_pixels0', splits={
     'paper_train': partial(paper_split, test=False), 'paper_test': partial(paper_split, test=True)},
     source="SIRST: get it from github.com/YimianDai/sirst (images/, masks/, idx_427/); add DNANet's NUAA-SIRST 50_50 "
            "lists as splits_extra/50_50_{train,test}.txt and the corrected Misc_111 mask from "
-           "github.com/YimianDai/open-sirst-v2 as corrections/Misc_111_pixels0.png."), 'nuaa-sirst')
+           "github.com/YimianDai/open-sirst-v2 as corrections/Misc_111_pixels0.png.", notes=SIRST_NOTES), 'nuaa-sirst')
 register_dataset(DatasetSpec('nudt-sirst', splits={s: (f'50_50/{s}.txt', f'{s}.txt') for s in ('train', 'test')},
     source="NUDT-SIRST: get it from the DNANet repository github.com/YeRen123455/Infrared-Small-Target-Detection "
-           "(images/, masks/, 50_50/ lists)."))
+           "(images/, masks/, 50_50/ lists).", notes=NUDT_NOTES))
 register_dataset(DatasetSpec('mdvsfa', splits={'train': 'train.txt', 'test': 'test.txt',
                                               'train_clean': mdvsfa_clean, 'train_6200': mdvsfa_6200, 'train_500': mdvsfa_500},
     source="MDvsFA: get it via github.com/wanghuanphd/MDvsFA_cGAN (data link in its README); store training images "
            "as images/NNNNNN_1.png with their masks (NNNNNN_2.png) as masks/NNNNNN_1.png, test images and masks "
-           "under their own names, and list the stems in train.txt and test.txt."), 'nust-sirst');
+           "under their own names, and list the stems in train.txt and test.txt.", notes=MDVSFA_NOTES), 'nust-sirst');
 
 # %% ../../nbs/01_data.datasets.ipynb #9be19df2
 DATASET_CLASSES: dict[str, type] = {}  # name -> ItemDataset subclass that get_dataset builds instead of reading a folder
@@ -301,6 +325,36 @@ def get_dataset(name, split: str, root=None, transform=None, in_channels: int = 
     cls = DATASET_CLASSES.get(str(name).lower())
     if cls is not None: return cls(split, transform=transform, in_channels=in_channels, cache=cache, seed=seed, **kw)
     return FileDataset(name, split, root, transform, in_channels, cache, seed, **kw)
+
+# %% ../../nbs/01_data.datasets.ipynb #99a9d2b6
+def split_counts(folder:Path, # a dataset folder
+                 spec:DatasetSpec, # its spec (`DatasetSpec(name)` for one of your own)
+                )->dict:
+    "Stems listed per split: an int; None for a split defined by a rule; 'missing' or 'unreadable: ...' for a bad list."
+    listed = {f for v in spec.splits.values() if not callable(v) for f in ((v,) if isinstance(v, str) else v)}
+    names = list(spec.splits) + sorted(p.stem for p in Path(folder).glob('*.txt') if p.name not in listed and p.stem not in spec.splits)
+    out = {}
+    for s in names:
+        if callable(spec.splits.get(s)): out[s] = None; continue
+        try: out[s] = len(split_stems(Path(folder), spec, s))
+        except FileNotFoundError: out[s] = 'missing'
+        except ValueError as e: out[s] = f'unreadable: {e}'
+    return out
+
+# %% ../../nbs/01_data.datasets.ipynb #f4c60dca
+def _rule_doc(f)->str: return (getattr(f, 'func', f).__doc__ or 'a rule').strip().split('\n')[0]
+
+def find_datasets(root=None # the data root; None: $UIUNET_DATA, else ./data
+                 )->list[dict]:
+    "Every dataset folder under the data root: name, folder, image/mask/correction counts, split counts, split rules, known oddities."
+    base, found = data_root(root), []
+    for folder in (sorted(p for p in base.iterdir() if (p / 'images').is_dir()) if base.is_dir() else []):
+        spec = DATASETS.get(folder.name.lower()) or DatasetSpec(folder.name)
+        n = lambda d: sum(p.suffix.lower() in IMAGE_EXTS for p in (folder / d).iterdir()) if (folder / d).is_dir() else 0
+        found.append(dict(name=folder.name, folder=folder, registered=folder.name.lower() in DATASETS, images=n('images'),
+                          masks=n('masks'), corrections=n('corrections'), splits=split_counts(folder, spec),
+                          rules={s: _rule_doc(f) for s, f in spec.splits.items() if callable(f)}, notes=list(spec.notes)))
+    return found
 
 # %% ../../nbs/01_data.datasets.ipynb #a2e3e8c0
 def norm_stats(name, splits=('train', 'test'), root=None, **kw) -> tuple[float, float]:
