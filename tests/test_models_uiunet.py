@@ -207,3 +207,19 @@ def test_bn_folded_model_matches(width):
     p_half, p_ref = half.predict(x), model.predict(x)
     assert half.precision == "bf16" and p_half.dtype == torch.float32
     assert 0 < (p_half - p_ref).abs().max() < 0.05  # bfloat16 rounding moves the probabilities a little, not more
+
+
+def test_a_truncated_checkpoint_gets_no_u2net_hint(tmp_path):
+    "issue 15: the 'a U2-Net checkpoint?' hint is for files without any IC-A weights, not for a file cut short."
+    model = UIUNet(width=0.25)
+    sd = model.state_dict()
+    keys = list(sd)
+    cut = OrderedDict((k, sd[k]) for k in keys[:-10])                 # the end of the file missing (IC-A comes last)
+    with pytest.raises(ValueError) as e: load_official(cut, width=0.25)
+    assert "10 missing" in str(e.value) and "U2-Net" not in str(e.value)
+    no_ica = OrderedDict((k, v) for k, v in sd.items() if not k.startswith("fuse"))
+    with pytest.raises(ValueError, match="a U2-Net checkpoint"): load_official(no_ica, width=0.25)
+    bad = OrderedDict(sd); bad["outconv.weight"] = bad["outconv.weight"].to(torch.int64)
+    with pytest.raises(ValueError, match="1 not floating-point: outconv.weight torch.int64"): load_official(bad, width=0.25)
+    torch.save(cut, tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match=r"cut\.pth does not fit UIUNet"): load_official(tmp_path / "cut.pth", width=0.25)
