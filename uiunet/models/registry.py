@@ -25,7 +25,10 @@ _model_entrypoints = {}
 
 def register_model(fn):
     "Decorator: register `fn(**kwargs) -> nn.Module` under its `__name__` for `create_model`."
-    _model_entrypoints[fn.__name__] = fn
+    old = _model_entrypoints.get(fn.__name__)
+    # a package entry is not replaced by a copy run in a notebook or script (`__main__`): re-running a component
+    # notebook in a process (as `nbdev-test`'s workers do) must not change what `create_model` builds there
+    if old is None or not (old.__module__.startswith('uiunet.') and fn.__module__ == '__main__'): _model_entrypoints[fn.__name__] = fn
     return fn
 
 def list_models(pattern:str='*')->list:
