@@ -64,6 +64,25 @@ def test_a_finished_workflow_has_nothing_left_to_do(smoke):
     assert "Nothing to be done" in r.stdout + r.stderr
 
 
+def test_newer_files_redo_no_finished_run(smoke):
+    "A fresh clone gives files arbitrary times (git writes evals/ before runs/): the workflow profile ignores them."
+    for f in (smoke / "results" / "runs").glob("*/run.json"): os.utime(f)   # every training now looks newer than its evaluations
+    r = _snakemake("paper-smoke.yaml", smoke, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
+
+
+def test_epochs_scale_shortens_a_slow_model(tmp_path):
+    "The cpu profile trains MDvsFA-cGAN on a quarter of the epochs of its training set (at least one)."
+    prof = yaml.safe_load((ROOT / "config" / "paper-cpu.yaml").read_text())
+    scale = prof["models"]["mdvsfa_cgan"]["epochs_scale"]
+    r = _snakemake("paper-cpu.yaml", tmp_path, "-n", "-p")
+    for data in ("sirst", "md500", "md6200"):
+        cmd = next(c for c in r.stdout.split("papermill ")[1:] if f"name: mdvsfa_cgan-{data}-s0" in c.replace("\\n", " ").replace("\n", " "))
+        assert f"epochs: {max(1, round(prof['data'][data]['epochs'] * scale))}," in cmd, cmd
+        assert "epochs_scale:" not in cmd                                  # a workflow setting, not a runner parameter
+    assert "epochs: 40," in next(c for c in r.stdout.split("papermill ")[1:] if "name: uiunet-sirst-s0" in c)
+
+
 @pytest.mark.parametrize("profile,trainings", [("paper-cpu.yaml", 28), ("paper-gpu.yaml", 28)])
 def test_dry_run_lists_the_profile(tmp_path, profile, trainings):
     r = _snakemake(profile, tmp_path, "-n")
@@ -71,8 +90,10 @@ def test_dry_run_lists_the_profile(tmp_path, profile, trainings):
     assert int(counts["train"]) == trainings and int(counts["evaluate"]) == trainings and int(counts["model_driven"]) == 2
 
 
-def test_an_interrupted_training_resumes(tmp_path):
-    "A run stopped after its first epoch (as a killed job leaves it) is resumed, not restarted, by the workflow."
+@pytest.mark.parametrize("kept_in", ["runs", "checkpoints"])
+def test_an_interrupted_training_resumes(tmp_path, kept_in):
+    """A run stopped after its first epoch (as a killed job leaves it) is resumed, not restarted, by the workflow: from
+    runs/, or from the copy committed under results/checkpoints/ when runs/ was lost (that copy is removed once done)."""
     env = dict(os.environ, MPLBACKEND="Agg")
     run = "uiunet-sirst-s0"
     subprocess.run([str(Path(sys.executable).parent / "papermill"), "nbs/train.ipynb", str(tmp_path / "t.ipynb"), "-p", "dataset", "synthetic",
@@ -80,6 +101,9 @@ def test_an_interrupted_training_resumes(tmp_path):
                     "-p", "out_dir", str(tmp_path / "runs"), "-p", "results_dir", str(tmp_path / "scratch"), "-p", "recipe", "standard",
                     "-p", "loss", "softiou", "-p", "lr", "0.001", "-p", "batch_size", "2", "-p", "img_size", "32", "-p", "val_every", "1",
                     "-y", "data_kwargs: {n: 6, size: 64}"], cwd=ROOT, env=env, check=True, capture_output=True)
+    if kept_in == "checkpoints":
+        (tmp_path / "results" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "runs" / run).rename(tmp_path / "results" / "checkpoints" / run)
     prof = yaml.safe_load((ROOT / "config" / "paper-smoke.yaml").read_text())
     prof["data"]["sirst"]["epochs"] = 2
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(prof))
@@ -90,3 +114,4 @@ def test_an_interrupted_training_resumes(tmp_path):
     log = (tmp_path / "runs" / "logs" / f"train-{run}.log").read_text()
     assert f"resumed {tmp_path}/runs/{run}/last.safetensors at epoch 1" in log
     assert json.loads((tmp_path / "results" / "runs" / run / "run.json").read_text())["epochs_done"] == 2
+    assert not (tmp_path / "results" / "checkpoints" / run).exists()
