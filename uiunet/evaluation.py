@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write
@@ -26,7 +27,8 @@ from .recipes import recipe_transforms
 # %% auto #0
 __all__ = ['PDFA_THRESHOLDS', 'SETTINGS', 'HIT', 'FALSE_ALARM', 'MISS', 'fused_probability', 'predict_dataset', 'validate',
            'protocol_transform', 'input_size', 'score_predictions', 'evaluation_record', 'check_settings',
-           'write_evaluation', 'save_maps', 'load_maps', 'roc_figure', 'draw_detections', 'detections_figure']
+           'write_evaluation', 'save_maps', 'load_maps', 'roc_figure', 'draw_detections', 'detections_figure',
+           'target_free_crops', 'false_alarm_scenes', 'score_spread']
 
 # %% ../nbs/25_evaluation.ipynb #5a542e83
 def fused_probability(model, # a segmentation model (with `predict`, or returning logits, fused first)
@@ -199,3 +201,51 @@ def detections_figure(kept:list, # (name, prob, mask) triples
         for a in row: a.axis('off')
     axs[0, 1].set_title('ground truth', fontsize=8); axs[0, 2].set_title('prediction', fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/25_evaluation.ipynb #e757d6d1
+def target_free_crops(ds, # items with `image`, `mask`, `name` (as the protocol prepares them)
+                      size:int=64, # side of the square window, pixels
+                      margin:int=8, # no target pixel within this distance of the window
+                      seed:int=0, # where in the image the window falls
+                     )->tuple[list, list]:
+    "One target-free window per image, as [(name, image (C, size, size))], and the names of images too crowded for one."
+    rng, crops, skipped = np.random.default_rng(seed), [], []
+    for i in range(len(ds)):
+        item = ds[i]; img, y = item['image'], item['mask'][0].numpy() > 0
+        H, W = y.shape[-2:]
+        near = cv2.dilate(y.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8))
+        if H < size or W < size: skipped.append(item['name']); continue
+        # windows whose top-left corner is (r, c) and that hold no `near` pixel: a box sum over the integral image
+        s = cv2.integral(near); tot = s[size:, size:] - s[:-size, size:] - s[size:, :-size] + s[:-size, :-size]
+        ok = np.argwhere(tot == 0)
+        if not len(ok): skipped.append(item['name']); continue
+        r, c = ok[rng.integers(len(ok))]
+        crops.append((item['name'], img[:, r:r + size, c:c + size]))
+    return crops, skipped
+
+def false_alarm_scenes(model, ds, size:int=64, margin:int=8, threshold:float=0.5, seed:int=0, precision:str|None=None,
+                       device:torch.device|None=None)->dict:
+    "How many target-free windows of `ds` (see `target_free_crops`) get at least one detection from `model`."
+    device = device or next(model.parameters()).device; model.eval()
+    crops, skipped = target_free_crops(ds, size, margin, seed); fired = []
+    for name, x in crops:
+        p = fused_probability(model, x[None].to(device), precision)[0, 0].cpu().numpy()
+        if len(components(binarize(p, threshold)).centroid): fired.append(name)
+    return dict(scenes=len(crops), with_detection=len(fired), rate=len(fired) / max(len(crops), 1), size=size,
+                threshold=threshold, skipped=len(skipped), fired=fired)
+
+# %% ../nbs/25_evaluation.ipynb #63de5db9
+def score_spread(predictions, # iterable of (name, prob, mask)
+                 threshold:float=0.5, # what counts as a detection
+                 confident:float=0.97, # a detection scoring at least this is 'near-certain'
+                 band:tuple=(0.2, 0.8), # the middle band of probabilities
+                )->dict:
+    "How much the scores say beyond the threshold: detections near-certain, and pixels in the middle band."
+    scores, pixels, mid = [], 0, 0
+    for _, p, _ in predictions:
+        n, lab = cv2.connectedComponents(binarize(p, threshold).astype(np.uint8), connectivity=8)
+        if n > 1: scores += list(ndimage.maximum(p, lab, index=np.arange(1, n)))
+        pixels += p.size; mid += int(((p >= band[0]) & (p <= band[1])).sum())
+    s = np.array(scores)
+    return dict(detections=len(s), confident=int((s >= confident).sum()), confident_share=float((s >= confident).mean()) if len(s) else float('nan'),
+                median_score=float(np.median(s)) if len(s) else float('nan'), pixels=pixels, band_pixels=mid, band=list(band))
