@@ -196,3 +196,18 @@ def test_explore_runner_draws_its_static_figure(tmp_path):
     assert (tmp_path / "explore.png").stat().st_size > 5000
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "on synthetic test: 50 images; image 2: syn_test_00002" in text
+
+
+def test_model_report_runner_reports_beyond_iou(tmp_path):
+    "nbs/model_report.ipynb: metrics, (Fa, Pd) at every threshold, target-free windows and score spread of packaged weights."
+    th = [0.01, 0.5, 0.99]
+    _run("model_report.ipynb", tmp_path / "r.ipynb", models={"uiunet_nano:sirst": ["synthetic", "test"]}, thresholds=th, limit=3,
+         data_kwargs={"n": 3, "size": 96}, results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"))
+    (r,) = json.loads((tmp_path / "results" / "model-report" / "report.json").read_text())
+    assert (r["weights"], r["images"], r["precision"]) == ("uiunet_nano:sirst", 3, "fp32")
+    assert r["pdfa"]["thresholds"] == th and r["pdfa"]["pd"][1] == r["pd"]                # the curve passes through the 0.5 result
+    assert r["pdfa"]["fa"][1] * 1e6 == pytest.approx(r["fa_e6"])
+    assert r["target_free"]["scenes"] + r["target_free"]["skipped"] == 3 and 0 <= r["target_free"]["with_detection"] <= r["target_free"]["scenes"]
+    assert r["spread"]["pixels"] == 3 * 96 * 96 and r["spread"]["confident"] <= r["spread"]["detections"]
+    assert len(pd.read_csv(tmp_path / "results" / "model-report" / "pdfa.csv")) == len(th)
+    assert (tmp_path / "figures" / "model-report.png").stat().st_size > 5_000
