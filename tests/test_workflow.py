@@ -42,6 +42,9 @@ def test_smoke_profile_produces_every_table(smoke):
     md = (tables / "tables.md").read_text()
     assert md.count("### Table") == 2 * len(PAPER["tables"]) and "+-" in md   # the UIU-Net rows have two seeds here
     assert "0.7825" in md and "*Protocol:*" in md                             # the paper's values beside ours
+    budget = pd.read_csv(tables / "budget.csv")                              # what every job cost, from the files it wrote
+    assert (budget.job == "train").sum() == len(list((smoke / "results" / "runs").glob("*/log.csv"))) and (budget.minutes > 0).all()
+    assert "*Cost:*" in md and "CPU-hours in all" in md
 
 
 def test_smoke_profile_produces_every_figure(smoke):
