@@ -1,6 +1,7 @@
 """The paper workflow (workflow/Snakefile): the smoke profile end to end, dry runs of the real profiles, resume."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,10 +68,12 @@ def test_a_finished_workflow_has_nothing_left_to_do(smoke):
     assert "Nothing to be done" in r.stdout + r.stderr
 
 
-def test_newer_files_redo_no_finished_run(smoke):
-    "A fresh clone gives files arbitrary times (git writes evals/ before runs/): the workflow profile ignores them."
-    for f in (smoke / "results" / "runs").glob("*/run.json"): os.utime(f)   # every training now looks newer than its evaluations
-    r = _snakemake("paper-smoke.yaml", smoke, "-n")
+def test_a_fresh_clone_redoes_nothing(smoke, tmp_path):
+    """A clone has no workflow metadata and gives files arbitrary times (git writes evals/ before runs/): a copy of
+    the finished results elsewhere, every training made newer than its evaluations, still has nothing to do."""
+    for d in ("results", "figures"): shutil.copytree(smoke / d, tmp_path / d)
+    for f in (tmp_path / "results" / "runs").glob("*/run.json"): os.utime(f)
+    r = _snakemake("paper-smoke.yaml", tmp_path, "-n")
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
 
 
