@@ -68,25 +68,17 @@ def test_a_finished_workflow_has_nothing_left_to_do(smoke):
     assert "Nothing to be done" in r.stdout + r.stderr
 
 
-def test_a_fresh_clone_redoes_nothing(smoke, tmp_path):
-    """A clone has no workflow metadata and gives files arbitrary times (git writes evals/ before runs/): a copy of
-    the finished results elsewhere, every training made newer than its evaluations, still has nothing to do."""
+def test_a_fresh_clone_redoes_no_training(smoke, tmp_path):
+    """A clone has no workflow metadata and gives files new times (git writes evals/ before runs/): a copy of the
+    finished results elsewhere, every training made newer than its evaluation, plans evaluations again but no
+    training; `--touch` (the README's step after cloning) leaves nothing to do."""
     for d in ("results", "figures"): shutil.copytree(smoke / d, tmp_path / d)
     for f in (tmp_path / "results" / "runs").glob("*/run.json"): os.utime(f)
+    plan = _snakemake("paper-smoke.yaml", tmp_path, "-n").stdout
+    assert "rule evaluate:" in plan and "rule train:" not in plan, plan[-2000:]
+    _snakemake("paper-smoke.yaml", tmp_path, "--touch")
     r = _snakemake("paper-smoke.yaml", tmp_path, "-n")
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
-
-
-def test_epochs_scale_shortens_a_slow_model(tmp_path):
-    "The cpu profile trains MDvsFA-cGAN on a quarter of the epochs of its training set (at least one)."
-    prof = yaml.safe_load((ROOT / "config" / "paper-cpu.yaml").read_text())
-    scale = prof["models"]["mdvsfa_cgan"]["epochs_scale"]
-    r = _snakemake("paper-cpu.yaml", tmp_path, "-n", "-p")
-    for data in ("sirst", "md500", "md6200"):
-        cmd = next(c for c in r.stdout.split("papermill ")[1:] if f"name: mdvsfa_cgan-{data}-s0" in c.replace("\\n", " ").replace("\n", " "))
-        assert f"epochs: {max(1, round(prof['data'][data]['epochs'] * scale))}," in cmd, cmd
-        assert "epochs_scale:" not in cmd                                  # a workflow setting, not a runner parameter
-    assert "epochs: 40," in next(c for c in r.stdout.split("papermill ")[1:] if "name: uiunet-sirst-s0" in c)
 
 
 @pytest.mark.parametrize("profile,trainings", [("paper-cpu.yaml", 28), ("paper-gpu.yaml", 28)])
