@@ -81,6 +81,18 @@ def test_a_fresh_clone_redoes_no_training(smoke, tmp_path):
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
 
 
+def test_epochs_scale_shortens_a_slow_model(tmp_path):
+    "The cpu profile trains MDvsFA-cGAN on a quarter of the epochs of its training set (at least one)."
+    prof = yaml.safe_load((ROOT / "config" / "paper-cpu.yaml").read_text())
+    scale = prof["models"]["mdvsfa_cgan"]["epochs_scale"]
+    r = _snakemake("paper-cpu.yaml", tmp_path, "-n", "-p")
+    for data in ("sirst", "md500", "md6200"):
+        cmd = next(c for c in r.stdout.split("papermill ")[1:] if f"name: mdvsfa_cgan-{data}-s0" in c.replace("\\n", " ").replace("\n", " "))
+        assert f"epochs: {max(1, round(prof['data'][data]['epochs'] * scale))}," in cmd, cmd
+        assert "epochs_scale:" not in cmd                                  # a workflow setting, not a runner parameter
+    assert "epochs: 40," in next(c for c in r.stdout.split("papermill ")[1:] if "name: uiunet-sirst-s0" in c)
+
+
 @pytest.mark.parametrize("profile,trainings", [("paper-cpu.yaml", 28), ("paper-gpu.yaml", 28)])
 def test_dry_run_lists_the_profile(tmp_path, profile, trainings):
     r = _snakemake(profile, tmp_path, "-n")
