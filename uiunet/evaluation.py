@@ -213,8 +213,8 @@ def target_free_crops(ds, # items with `image`, `mask`, `name` (as the protocol 
     for i in range(len(ds)):
         item = ds[i]; img, y = item['image'], item['mask'][0].numpy() > 0
         H, W = y.shape[-2:]
-        near = cv2.dilate(y.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8))
         if H < size or W < size: skipped.append(item['name']); continue
+        near = cv2.dilate(y.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8))   # the target grown by `margin`
         # windows whose top-left corner is (r, c) and that hold no `near` pixel: a box sum over the integral image
         s = cv2.integral(near); tot = s[size:, size:] - s[:-size, size:] - s[size:, :-size] + s[:-size, :-size]
         ok = np.argwhere(tot == 0)
