@@ -8,7 +8,7 @@ Docs: https://uiunet.github.io/uiunet/checkpoint.html.md"""
 
 # %% ../nbs/22_checkpoint.ipynb #7305d062
 from __future__ import annotations
-import json, os, random
+import csv, json, os, random, shutil, tempfile, time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 # %% auto #0
 __all__ = ['atomic_write', 'save_checkpoint', 'read_run_checkpoint', 'load_run_checkpoint', 'read_state_dict', 'strip_wrappers',
-           'state_dict_problems', 'check_state_dict', 'write_weights', 'weights_facts', 'checkpoint_kind']
+           'state_dict_problems', 'check_state_dict', 'write_weights', 'weights_facts', 'checkpoint_kind',
+           'write_run_files', 'checkpoint_state', 'resume_command', 'snapshot_run']
 
 # %% ../nbs/22_checkpoint.ipynb #dcb9fb64
 def atomic_write(path:Path, # final file name
@@ -193,3 +194,84 @@ def checkpoint_kind(path:Path # a file of tensors
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
     except Exception as e: raise ValueError(f'{path}: a damaged safetensors file ({e})') from e
     return 'run' if 'uiunet_state' in meta else 'weights' if 'uiunet' in meta else 'state_dict'
+
+# %% ../nbs/22_checkpoint.ipynb #99c681d8
+def write_run_files(folder:Path, # the run folder (or a snapshot of it)
+                    state:dict, # a run checkpoint's state: epoch, config, history, best, machines
+                    finished:bool=False # the run reached its last epoch
+                   ):
+    "Write `log.csv` (one row per epoch of the state's history) and `run.json` (config, epoch, which checkpoint is the model), atomically."
+    folder, hist, best = Path(folder), state['history'], state.get('best')
+    def _csv(p):
+        with open(p, 'w', newline='') as f:
+            w = csv.DictWriter(f, list(dict.fromkeys(k for r in hist for k in r))); w.writeheader(); w.writerows(hist)
+    atomic_write(folder/'log.csv', _csv)
+    run = dict(config=state['config'], epochs_done=state['epoch'], finished=finished, selected=f"{'best' if best else 'last'}.safetensors",
+               model_rule='best validation IoU' if best else 'last epoch (no validation split)',
+               best=best, last=dict(epoch=state['epoch'], file='last.safetensors'), machines=state.get('machines', []))
+    atomic_write(folder/'run.json', lambda p: p.write_text(json.dumps(run, indent=1, default=_jsonable)))
+
+# %% ../nbs/22_checkpoint.ipynb #6216dc0c
+def checkpoint_state(path:Path)->dict:
+    "The JSON state of run checkpoint `path`, read from its metadata without loading its tensors."
+    try:
+        with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+    except Exception as e: raise ValueError(f'{path}: not a readable safetensors checkpoint ({e})') from e
+    if 'uiunet_state' not in meta: raise ValueError(f'{path}: a safetensors file, but not a uiunet run checkpoint (no state)')
+    return json.loads(meta['uiunet_state'])
+
+_TRAIN_PARAMS = ('dataset', 'train_split', 'val_split', 'model', 'in_channels', 'recipe', 'loss', 'lr', 'epochs', 'batch_size',
+                 'img_size', 'seed', 'val_every', 'limit', 'model_kwargs', 'data_kwargs')
+_NOT_PARAMS = ('device', 'val', 'precision', 'channels_last', 'fused_optimizer', 'clip_grad', 'amp')
+
+def resume_command(state:dict, # a run checkpoint's state
+                   name:str, # the run's name (its folder under `runs/`)
+                   src:str # the folder holding the snapshot
+                  )->str:
+    "The shell commands that copy a snapshot back to `runs/<name>/` and continue it with `nbs/train.ipynb`."
+    c, m = state['config'], (state.get('machines') or [{}])[-1]
+    args = [f"-p {k} {c[k]}" for k in _TRAIN_PARAMS if k in c and c[k] is not None and not isinstance(c[k], dict)]
+    args += [f'-y "{k}: {json.dumps(c[k])}"' for k in ('model_kwargs', 'data_kwargs') if c.get(k)]
+    extra = {k: v for k, v in c.items() if k not in _TRAIN_PARAMS + _NOT_PARAMS}   # a procedure's own settings (TBC-Net, MDvsFA-cGAN)
+    if extra: args.append(f"-y 'learner_kwargs: {json.dumps(extra)}'")
+    args += [f"-p precision {c.get('precision', 'auto')}", f'-p name {name} -p out_dir runs -p results_dir results -p resume True']
+    return (f"mkdir -p runs/{name} && cp {src}/*.safetensors {src}/*.json {src}/log.csv runs/{name}/\n"
+            f"OMP_NUM_THREADS={m.get('threads', 1)} papermill nbs/train.ipynb runs/train-{name}.ipynb --log-output \\\n  "
+            + ' \\\n  '.join(' '.join(args[i:i + 4]) for i in range(0, len(args), 4)))
+
+# %% ../nbs/22_checkpoint.ipynb #4fae667c
+def snapshot_run(run_dir:Path, # a training's out_dir: `last.safetensors` (every epoch) and `best.safetensors`
+                 dest:Path, # the folder to commit, e.g. `results/checkpoints/<run>`
+                 tries:int=5, # copies to attempt while the training replaces its files
+                 wait:float=2.0 # seconds between attempts
+                )->dict:
+    "Copy a (running) training's resumable state to `dest`, consistent at one epoch, with `RESUME.md`; return that checkpoint's state."
+    run_dir, dest = Path(run_dir), Path(dest)
+    last, best = run_dir/'last.safetensors', run_dir/'best.safetensors'
+    if not last.is_file(): raise FileNotFoundError(f'{last}: no run checkpoint; is {run_dir} the out_dir of a training?')
+    dest.mkdir(parents=True, exist_ok=True)
+    for attempt in range(tries):
+        with tempfile.TemporaryDirectory(dir=dest, prefix='.snapshot-') as tmp:
+            tmp = Path(tmp); shutil.copyfile(last, tmp/last.name)
+            if best.is_file(): shutil.copyfile(best, tmp/best.name)
+            st = checkpoint_state(tmp/last.name); want = (st.get('best') or {}).get('epoch')
+            got = checkpoint_state(tmp/best.name)['epoch'] if (tmp/best.name).is_file() else None
+            if want == got:
+                for f in (last.name, best.name):
+                    if (tmp/f).is_file(): os.replace(tmp/f, dest/f)
+                    elif (dest/f).exists(): (dest/f).unlink()   # a best file of another run
+                for f in (last.name, best.name):
+                    if (dest/f).is_file():
+                        atomic_write((dest/f).with_suffix('.json'), lambda p, f=f: p.write_text(json.dumps(checkpoint_state(dest/f), indent=1)))
+                write_run_files(dest, st, finished=st['epoch'] >= st['config'].get('epochs', st['epoch'] + 1))
+                m = (st.get('machines') or [{}])[-1]
+                text = f"# {run_dir.name}: a snapshot at epoch {st['epoch']} of {st['config'].get('epochs')}\n\n"
+                if st.get('best'): text += f"Best validation IoU so far: {st['best']['val_iou']:.4f} at epoch {st['best']['epoch']}.\n\n"
+                text += (f"Trained on {m.get('processor')} with {m.get('threads')} thread(s) in {m.get('precision')}; a resume continues "
+                         f"the run exactly only with the same processor kind, thread count and precision. From the repository root:\n\n"
+                         f"```bash\n{resume_command(st, run_dir.name, dest.as_posix())}\n```\n")
+                atomic_write(dest/'RESUME.md', lambda p: p.write_text(text))
+                return st
+        time.sleep(wait)
+    raise RuntimeError(f'{run_dir}: best.safetensors (epoch {got}) never matched the best epoch that last.safetensors records ({want}) '
+                       f'in {tries} copies; is the training writing them faster than they copy?')

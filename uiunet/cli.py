@@ -1,5 +1,5 @@
-"""`uiunet predict`, `uiunet evaluate`, `uiunet export onnx` and `uiunet datasets`: the Python API of
-`uiunet.predict`, `uiunet.export` and `uiunet.data` from a shell.
+"""`uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets` and `uiunet snapshot`: the Python API of
+`uiunet.predict`, `uiunet.export`, `uiunet.data` and `uiunet.checkpoint` from a shell.
 
 Docs: https://uiunet.github.io/uiunet/cli.html.md"""
 
@@ -14,6 +14,7 @@ import click
 import torch
 
 from . import __version__
+from .checkpoint import snapshot_run
 from .data import DATASET_CLASSES, DATASETS, SYNTH_COUNTS, data_root, find_datasets, has_dataset
 from .device import PRECISIONS, default_device
 from .export import export_onnx
@@ -23,14 +24,14 @@ from .models.uiunet import UIUNet, optimize_for_inference
 from .predict import eval_dir, predict_sources, score_saved_predictions
 
 # %% auto #0
-__all__ = ['main', 'predict', 'evaluate', 'export', 'onnx', 'datasets']
+__all__ = ['main', 'predict', 'evaluate', 'export', 'onnx', 'datasets', 'snapshot']
 
 # %% ../nbs/30_cli.ipynb #3915f5ea
 @click.group(name='uiunet', context_settings=dict(help_option_names=['-h', '--help'], max_content_width=100))
 @click.version_option(__version__, prog_name='uiunet')
 def main():
     """UIU-Net for infrared small targets: predict images, folders and videos, score saved predictions,
-    export to ONNX, list the datasets.
+    export to ONNX, list the datasets, snapshot a running training.
 
     Exit status: 0 on success, 1 when an input or the command failed, 2 on bad usage."""
 
@@ -139,6 +140,18 @@ def datasets(root):
     click.echo(f"\nsynthetic (built in, made on the fly): {', '.join(f'{s} {n}' for s, n in SYNTH_COUNTS.items())}")
     missing = sorted({s.name for s in DATASETS.values()} - {d['name'] for d in found})
     for name in missing: click.echo(click.wrap_text(f"not found: {DATASETS[name].source}", 100, subsequent_indent='  '))
+
+# %% ../nbs/30_cli.ipynb #f92bdec7
+@main.command()
+@click.argument('run_dir', type=click.Path(file_okay=False, path_type=Path))
+@click.argument('dest', type=click.Path(file_okay=False, path_type=Path))
+def snapshot(run_dir, dest):
+    "Copy the resumable state of the training in RUN_DIR (it may be running) to DEST, with RESUME.md."
+    try: st = snapshot_run(run_dir, dest)
+    except (OSError, ValueError, RuntimeError) as e: raise click.ClickException(str(e)) from None
+    best = st.get('best')
+    click.echo(f"{dest}: epoch {st['epoch']} of {st['config'].get('epochs')}" + (f", best validation IoU {best['val_iou']:.4f} at epoch {best['epoch']}" if best else '')
+               + f"; to continue it, see {Path(dest) / 'RESUME.md'}")
 
 # %% ../nbs/30_cli.ipynb #6e57613a
 if __name__ == '__main__' and 'ipykernel' not in sys.modules: main()

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
-from .checkpoint import _jsonable, atomic_write, load_run_checkpoint, read_run_checkpoint, save_checkpoint
+from .checkpoint import _jsonable, atomic_write, load_run_checkpoint, read_run_checkpoint, save_checkpoint, write_run_files
 from .device import autocast, default_device, machine_facts, prefers_channels_last, resolve_precision
 from .evaluation import validate
 from .loss import get_loss
@@ -202,16 +202,8 @@ def end_epoch(self:Learner, row:dict, last_epoch:bool):
 @patch
 def write_log(self:Learner, finished:bool=False):
     "Write `log.csv` (one row per epoch) and `run.json` (config and which checkpoint is the model)."
-    keys = list(dict.fromkeys(k for r in self.history for k in r))
-    def _csv(p):
-        with open(p, 'w', newline='') as f:
-            w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(self.history)
-    atomic_write(self.out_dir/'log.csv', _csv)
-    sel = 'best' if self.best else 'last'
-    run = dict(config=self.config, epochs_done=self.epoch, finished=finished, selected=f'{sel}.safetensors',
-               model_rule='best validation IoU' if self.best else 'last epoch (no validation split)',
-               best=self.best, last=dict(epoch=self.epoch, file='last.safetensors'), machines=self.machines)
-    atomic_write(self.out_dir/'run.json', lambda p: p.write_text(json.dumps(run, indent=1, default=_jsonable)))
+    write_run_files(self.out_dir, dict(epoch=self.epoch, config=self.config, history=self.history, best=self.best, machines=self.machines),
+                    finished)
 
 # %% ../nbs/24_learner.ipynb #81ea48ca
 @patch
