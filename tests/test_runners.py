@@ -209,5 +209,6 @@ def test_model_report_runner_reports_beyond_iou(tmp_path):
     assert r["pdfa"]["fa"][1] * 1e6 == pytest.approx(r["fa_e6"])
     assert r["target_free"]["scenes"] + r["target_free"]["skipped"] == 3 and 0 <= r["target_free"]["with_detection"] <= r["target_free"]["scenes"]
     assert r["spread"]["pixels"] == 3 * 96 * 96 and r["spread"]["confident"] <= r["spread"]["detections"]
+    assert r["spread"]["false_candidates"] <= r["spread"]["candidates"] and r["spread"]["low"] == 0.01
     assert len(pd.read_csv(tmp_path / "results" / "model-report" / "pdfa.csv")) == len(th)
     assert (tmp_path / "figures" / "model-report.png").stat().st_size > 5_000

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write
@@ -239,13 +240,20 @@ def score_spread(predictions, # iterable of (name, prob, mask)
                  threshold:float=0.5, # what counts as a detection
                  confident:float=0.97, # a detection scoring at least this is 'near-certain'
                  band:tuple=(0.2, 0.8), # the middle band of probabilities
+                 low:float=0.01 # candidates for `rank_auc`: components at this threshold
                 )->dict:
-    "How much the scores say beyond the threshold: detections near-certain, and pixels in the middle band."
-    scores, pixels, mid = [], 0, 0
-    for _, p, _ in predictions:
-        n, lab = cv2.connectedComponents(binarize(p, threshold).astype(np.uint8), connectivity=8)
-        if n > 1: scores += list(ndimage.maximum(p, lab, index=np.arange(1, n)))
+    "How much the scores say beyond the threshold: detections near-certain, pixels in the middle band, hits ranked above false alarms."
+    scores, pixels, mid, cand, hit = [], 0, 0, [], []
+    for _, p, y in predictions:
+        for t, out in ((threshold, None), (low, cand)):
+            n, lab = cv2.connectedComponents(binarize(p, t).astype(np.uint8), connectivity=8)
+            if n < 2: continue
+            mx = ndimage.maximum(p, lab, index=np.arange(1, n))
+            if out is None: scores += list(mx)
+            elif y is not None: cand += list(mx); hit += list(ndimage.maximum(np.asarray(y) > 0, lab, index=np.arange(1, n)) > 0)
         pixels += p.size; mid += int(((p >= band[0]) & (p <= band[1])).sum())
-    s = np.array(scores)
+    s, hit = np.array(scores), np.array(hit, bool)
+    auc = float(roc_auc_score(hit, cand)) if 0 < hit.sum() < len(hit) else float('nan')
     return dict(detections=len(s), confident=int((s >= confident).sum()), confident_share=float((s >= confident).mean()) if len(s) else float('nan'),
-                median_score=float(np.median(s)) if len(s) else float('nan'), pixels=pixels, band_pixels=mid, band=list(band))
+                median_score=float(np.median(s)) if len(s) else float('nan'), pixels=pixels, band_pixels=mid, band=list(band),
+                candidates=len(hit), false_candidates=int((~hit).sum()), rank_auc=auc, low=low)
