@@ -270,6 +270,8 @@ def snapshot_run(run_dir:Path, # a training's out_dir: `last.safetensors` (every
                 text += (f"Trained on {m.get('processor')} with {m.get('threads')} thread(s) in {m.get('precision')}; a resume continues "
                          f"the run exactly only with the same processor kind, thread count and precision. From the repository root:\n\n"
                          f"```bash\n{resume_command(st, run_dir.name, dest.as_posix())}\n```\n")
+                if m.get('precision') == 'bf16': text += ("\nOn a processor without bfloat16 units (no AMX or AVX512-BF16) bf16 is slow: add "
+                                                          "`-p precision fp32 -p switch_precision True` to go on in float32.\n")
                 atomic_write(dest/'RESUME.md', lambda p: p.write_text(text))
                 return st
         time.sleep(wait)

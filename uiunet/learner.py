@@ -79,6 +79,7 @@ class Learner:
                  device:str|None=None, # None: CUDA, then MPS, then CPU
                  precision:str='auto', # 'auto', 'fp32', 'bf16' or 'fp16' (see `uiunet.device`); a resumed run keeps its own
                  channels_last:bool|None=None, # None: where it measured faster (`prefers_channels_last`)
+                 switch_precision:bool=False, # on resume, go on in `precision` rather than the run's own (a bf16 run on a CPU without bf16 units); the run is then no longer exactly reproducible
                  fused_optimizer:bool=True, # PyTorch's fused Adam (about 3% faster per step); a resumed run keeps its own
                  amp:bool|None=None, # deprecated: True is precision='auto' on CUDA ('fp16') and 'bf16' on a CPU, False 'fp32'
                  config:dict|None=None, # extra facts to record (dataset, split, model name, ...)
@@ -88,7 +89,7 @@ class Learner:
         self.model, self.train_ds, self.val_ds, self.out_dir = model.to(self.device), train_ds, val_ds, Path(out_dir)
         self.loss_fn = get_loss(loss or self.recipe.loss)
         if amp is not None: precision = 'fp32' if not amp else 'fp16' if self.device.type == 'cuda' else 'bf16'
-        self.asked_precision, self.asked_channels_last = precision, channels_last
+        self.asked_precision, self.asked_channels_last, self.switch_precision = precision, channels_last, switch_precision
         self.config = dict(config or {}, recipe=recipe, loss=loss or self.recipe.loss, lr=lr or self.recipe.lr,
                            batch_size=batch_size, seed=seed, val_every=val_every, clip_grad=clip_grad,
                            device=self.device.type, val=val_ds is not None)
@@ -249,14 +250,17 @@ def resume_from(self:Learner, path:Path):
 
 @patch
 def adopt_recorded(self:Learner, path:Path):
-    "Take the precision and memory layout recorded in checkpoint `path`: a resumed run keeps its own; asking for another is an error."
+    "Take the precision and memory layout recorded in checkpoint `path`: a resumed run keeps its own; asking for another is an error, unless `switch_precision`."
     _, st = read_run_checkpoint(path); cfg = st['config']
     prec, cl = recorded_precision(cfg), cfg.get('channels_last', cfg.get('device') == 'cuda')  # before it was recorded: on for CUDA only
     asked = resolve_precision(self.asked_precision, self.device) if self.asked_precision != 'auto' else prec
-    if asked != prec or (self.asked_channels_last is not None and bool(self.asked_channels_last) != cl): raise ValueError(
+    if asked != prec and self.switch_precision:   # the machines record says from which epoch
+        print(f'{path}: the run trained in {prec}; it goes on in {asked} (switch_precision=True) and is no longer exactly reproducible')
+        prec, cl = asked, self.channels_last   # as this run chose them for the asked precision
+    elif asked != prec or (self.asked_channels_last is not None and bool(self.asked_channels_last) != cl): raise ValueError(
         f"{path}: cannot resume, the run trained with precision={prec!r}, channels_last={cl} but this run asks for "
-        f"precision={asked!r}, channels_last={self.asked_channels_last}; resume with precision='auto' (or {prec!r}), or use another out_dir")
-    if (prec, cl) != (self.precision, self.channels_last): print(f'resuming in the recorded precision {prec} (channels_last={cl})')
+        f"precision={asked!r}, channels_last={self.asked_channels_last}; resume with precision='auto' (or {prec!r}), pass switch_precision=True to go on in {asked!r}, or use another out_dir")
+    elif (prec, cl) != (self.precision, self.channels_last): print(f'resuming in the recorded precision {prec} (channels_last={cl})')
     self.set_precision(prec, cl)
     self.config['fused_optimizer'] = self.fused_optimizer = cfg.get('fused_optimizer', False)  # runs before it existed: foreach Adam
 
