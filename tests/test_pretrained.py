@@ -12,36 +12,40 @@ from uiunet.checkpoint import read_run_checkpoint as read_checkpoint
 
 torch.set_num_threads(1)
 
-# tag -> (run folder under results/, evaluation folder under results/, test split)
-SHIPPED = {"sirst": ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
-           "sirst-5050": ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test")}
+# (model, tag) -> (run folder under results/, evaluation folder under results/, test split)
+SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
+           ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test")}
 
 
-@pytest.mark.parametrize("tag", list(SHIPPED))
-def test_packaged_weights_are_the_selected_checkpoint(tag):
-    run_name = SHIPPED[tag][0]
-    path = M.pretrained_file("uiunet_nano", tag)
-    assert path.parent == M.weights_dir() and path.stat().st_size < 20e6
-    m = M.create_model("uiunet_nano", pretrained=tag)
+def test_every_packaged_weights_file_is_checked_here():
+    assert {(name, tag) for name, tags in M.PRETRAINED.items() for tag in tags} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name,tag", list(SHIPPED))
+def test_packaged_weights_are_the_selected_checkpoint(name, tag):
+    run_name = SHIPPED[name, tag][0]
+    path = M.pretrained_file(name, tag)
+    assert path.parent == M.weights_dir() and path.stat().st_size < 60e6
+    m = M.create_model(name, pretrained=tag)
     run = json.loads((ROOT / "results" / run_name / "run.json").read_text())
     ckpt, state = read_checkpoint(ROOT / "results" / run_name / run["selected"])
     sd = m.state_dict()
     assert set(sd) == {k[6:] for k in ckpt if k.startswith("model.")}
     assert all(torch.equal(sd[k[6:]], v) for k, v in ckpt.items() if k.startswith("model."))
     cfg = m.pretrained_cfg
-    assert (cfg["model"], cfg["dataset"], cfg["recipe"], cfg["epoch"]) == ("uiunet_nano", "sirst", "standard", state["epoch"])
+    assert (cfg["model"], cfg["dataset"], cfg["recipe"], cfg["epoch"]) == (name, "sirst", "standard", state["epoch"])
     assert cfg["train_split"] == run["config"]["train_split"] and cfg["val_split"] == run["config"]["val_split"]
 
 
 @needs_dataset("sirst")
-@pytest.mark.parametrize("tag", list(SHIPPED))
-def test_packaged_weights_reproduce_the_published_test_numbers(tag):
+@pytest.mark.parametrize("name,tag", list(SHIPPED))
+def test_packaged_weights_reproduce_the_published_test_numbers(name, tag):
     from uiunet.data import get_dataset
     from uiunet.evaluation import validate
     from uiunet.recipes import recipe_transforms
-    _, eval_name, split = SHIPPED[tag]
+    _, eval_name, split = SHIPPED[name, tag]
     want = json.loads((ROOT / "results" / eval_name / "metrics.json").read_text())
-    m = M.create_model("uiunet_nano", pretrained=tag)
+    m = M.create_model(name, pretrained=tag)
     ds = get_dataset("sirst", split, transform=recipe_transforms("standard", "sirst")[1])
     got = validate(m, ds, "cpu", precision="fp32")  # the committed numbers were computed in float32
     assert want["split"] == split and want["images"] == len(ds)
