@@ -235,34 +235,60 @@ def resume_command(state:dict, # a run checkpoint's state
     extra = {k: v for k, v in c.items() if k not in _TRAIN_PARAMS + _NOT_PARAMS}   # a procedure's own settings (TBC-Net, MDvsFA-cGAN)
     if extra: args.append(f"-y 'learner_kwargs: {json.dumps(extra)}'")
     args += [f"-p precision {c.get('precision', 'auto')}", f'-p name {name} -p out_dir runs -p results_dir results -p resume True']
-    return (f"mkdir -p runs/{name} && cp {src}/*.safetensors {src}/*.json {src}/log.csv runs/{name}/\n"
+    return (f"uiunet snapshot {src} runs/{name} --max-mb 0   # whole checkpoints again, in the run's folder\n"
             f"OMP_NUM_THREADS={m.get('threads', 1)} papermill nbs/train.ipynb runs/train-{name}.ipynb --log-output \\\n  "
             + ' \\\n  '.join(' '.join(args[i:i + 4]) for i in range(0, len(args), 4)))
 
+# %% ../nbs/22_checkpoint.ipynb #17771736
+def _parts(folder:Path, stem:str)->list: return sorted(Path(folder).glob(f'{stem}.part*.safetensors'))
+
+def _fetch(folder:Path, stem:str, out:Path)->bool:
+    "Copy `folder/<stem>.safetensors` to `out`, or join its parts there; False if there is neither."
+    whole, parts = Path(folder)/f'{stem}.safetensors', _parts(folder, stem)
+    if whole.is_file(): shutil.copyfile(whole, out); return True
+    if not parts: return False
+    tensors, meta = {}, {}
+    for p in parts:
+        with safe_open(str(p), 'pt') as f: meta = f.metadata() or meta; tensors.update({k: f.get_tensor(k) for k in f.keys()})
+    save_file(tensors, str(out), metadata=meta); return True
+
+def _split(path:Path, max_bytes:float)->list:
+    "Replace the tensors file `path` by parts of about `max_bytes` at most, each with its metadata; return the files."
+    if not max_bytes or path.stat().st_size <= max_bytes: return [path]
+    with safe_open(str(path), 'pt') as f: meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    groups, size = [[]], 0
+    for k, v in tensors.items():
+        n = v.numel() * v.element_size()
+        if groups[-1] and size + n > max_bytes: groups.append([]); size = 0
+        groups[-1].append(k); size += n
+    out = [path.with_name(f'{path.stem}.part{i + 1}of{len(groups)}.safetensors') for i in range(len(groups))]
+    for g, p in zip(groups, out): save_file({k: tensors[k] for k in g}, str(p), metadata=meta)
+    path.unlink(); return out
+
 # %% ../nbs/22_checkpoint.ipynb #4fae667c
-def snapshot_run(run_dir:Path, # a training's out_dir: `last.safetensors` (every epoch) and `best.safetensors`
+def snapshot_run(run_dir:Path, # a training's out_dir (`last` every epoch, `best`), or a snapshot to copy back to `runs/`
                  dest:Path, # the folder to commit, e.g. `results/checkpoints/<run>`
+                 max_mb:float|None=19, # split a checkpoint over this size into parts (repositories refuse big files); 0/None: whole files
                  tries:int=5, # copies to attempt while the training replaces its files
                  wait:float=2.0 # seconds between attempts
                 )->dict:
     "Copy a (running) training's resumable state to `dest`, consistent at one epoch, with `RESUME.md`; return that checkpoint's state."
     run_dir, dest = Path(run_dir), Path(dest)
-    last, best = run_dir/'last.safetensors', run_dir/'best.safetensors'
-    if not last.is_file(): raise FileNotFoundError(f'{last}: no run checkpoint; is {run_dir} the out_dir of a training?')
+    if not (run_dir/'last.safetensors').is_file() and not _parts(run_dir, 'last'):
+        raise FileNotFoundError(f'{run_dir/"last.safetensors"}: no run checkpoint; is {run_dir} the out_dir of a training?')
     dest.mkdir(parents=True, exist_ok=True)
     for attempt in range(tries):
         with tempfile.TemporaryDirectory(dir=dest, prefix='.snapshot-') as tmp:
-            tmp = Path(tmp); shutil.copyfile(last, tmp/last.name)
-            if best.is_file(): shutil.copyfile(best, tmp/best.name)
-            st = checkpoint_state(tmp/last.name); want = (st.get('best') or {}).get('epoch')
-            got = checkpoint_state(tmp/best.name)['epoch'] if (tmp/best.name).is_file() else None
+            tmp = Path(tmp); _fetch(run_dir, 'last', tmp/'last.safetensors')
+            states = {s: checkpoint_state(tmp/f'{s}.safetensors') for s in ('last', 'best') if s == 'last' or _fetch(run_dir, s, tmp/f'{s}.safetensors')}
+            st = states['last']; want, got = (st.get('best') or {}).get('epoch'), states.get('best', {}).get('epoch')
             if want == got:
-                for f in (last.name, best.name):
-                    if (tmp/f).is_file(): os.replace(tmp/f, dest/f)
-                    elif (dest/f).exists(): (dest/f).unlink()   # a best file of another run
-                for f in (last.name, best.name):
-                    if (dest/f).is_file():
-                        atomic_write((dest/f).with_suffix('.json'), lambda p, f=f: p.write_text(json.dumps(checkpoint_state(dest/f), indent=1)))
+                for s in ('last', 'best'):
+                    new = [f.name for f in _split(tmp/f'{s}.safetensors', (max_mb or 0) * 1e6)] if s in states else []
+                    for f in new: os.replace(tmp/f, dest/f)
+                    for f in [dest/f'{s}.safetensors', *_parts(dest, s)]:   # the previous snapshot's files (or a best of another run)
+                        if f.name not in new: f.unlink(missing_ok=True)
+                    if s in states: atomic_write(dest/f'{s}.json', lambda p, s=s: p.write_text(json.dumps(states[s], indent=1)))
                 write_run_files(dest, st, finished=st['epoch'] >= st['config'].get('epochs', st['epoch'] + 1))
                 m = (st.get('machines') or [{}])[-1]
                 text = f"# {run_dir.name}: a snapshot at epoch {st['epoch']} of {st['config'].get('epochs')}\n\n"

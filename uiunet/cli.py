@@ -145,9 +145,11 @@ def datasets(root):
 @main.command()
 @click.argument('run_dir', type=click.Path(file_okay=False, path_type=Path))
 @click.argument('dest', type=click.Path(file_okay=False, path_type=Path))
-def snapshot(run_dir, dest):
-    "Copy the resumable state of the training in RUN_DIR (it may be running) to DEST, with RESUME.md."
-    try: st = snapshot_run(run_dir, dest)
+@click.option('--max-mb', default=19.0, show_default=True, type=click.FloatRange(min=0),
+              help='Split a checkpoint over this size into parts (0: whole files, e.g. to copy a snapshot back to runs/).')
+def snapshot(run_dir, dest, max_mb):
+    "Copy the resumable state of the training in RUN_DIR (it may be running), or of a snapshot, to DEST, with RESUME.md."
+    try: st = snapshot_run(run_dir, dest, max_mb)
     except (OSError, ValueError, RuntimeError) as e: raise click.ClickException(str(e)) from None
     best = st.get('best')
     click.echo(f"{dest}: epoch {st['epoch']} of {st['config'].get('epochs')}" + (f", best validation IoU {best['val_iou']:.4f} at epoch {best['epoch']}" if best else '')
