@@ -7,7 +7,7 @@ Docs: https://uiunet.github.io/uiunet/learner.html.md"""
 
 # %% ../nbs/24_learner.ipynb #931bde49
 from __future__ import annotations
-import copy, csv, json, math, os, random, statistics, time
+import copy, json, math, os, random, statistics, time
 from pathlib import Path
 
 import numpy as np
