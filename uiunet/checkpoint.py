@@ -221,7 +221,7 @@ def checkpoint_state(path:Path)->dict:
     return json.loads(meta['uiunet_state'])
 
 _TRAIN_PARAMS = ('dataset', 'train_split', 'val_split', 'model', 'in_channels', 'recipe', 'loss', 'lr', 'epochs', 'batch_size',
-                 'img_size', 'seed', 'val_every', 'limit', 'model_kwargs', 'data_kwargs')
+                 'img_size', 'seed', 'deterministic', 'val_every', 'limit', 'model_kwargs', 'data_kwargs')
 _NOT_PARAMS = ('device', 'val', 'precision', 'channels_last', 'fused_optimizer', 'clip_grad', 'amp')
 
 def resume_command(state:dict, # a run checkpoint's state

@@ -43,11 +43,13 @@ def loader_settings(device:torch.device # where the model runs
     return dict(num_workers=0, pin_memory=False)
 
 # %% ../nbs/24_learner.ipynb #4542a26b
-def seed_everything(seed:int # one seed for Python, NumPy and torch
+def seed_everything(seed:int, # one seed for Python, NumPy and torch
+                    deterministic:bool=True # deterministic kernels; False lets cuDNN benchmark and pick its fastest ones
                    ):
-    "Seed every generator and ask torch for deterministic kernels."
+    "Seed every generator and ask torch for deterministic kernels (or, `deterministic=False`, the fastest ones)."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
     if torch.cuda.is_available(): os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 # %% ../nbs/24_learner.ipynb #f863e25c
