@@ -14,7 +14,8 @@ torch.set_num_threads(1)
 
 # (model, tag) -> (run folder under results/, evaluation folder under results/, test split)
 SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
-           ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test")}
+           ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test"),
+           ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test", "5050_test")}
 
 
 def test_every_packaged_weights_file_is_checked_here():

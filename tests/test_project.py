@@ -141,4 +141,4 @@ def test_registries_are_complete_after_any_import():
             "print(len(list_models()), sorted(PRETRAINED), sorted(LEARNERS))")
     outs = {subprocess.run([sys.executable, "-c", code.format(m=m)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
             for m in ("uiunet.learner", "uiunet.models.registry", "uiunet.data", "uiunet.evaluation", "uiunet.model_driven")}
-    assert len(outs) == 1 and outs.pop().startswith("11 ['uiunet_nano'] ['mdvsfa_cgan', 'tbcnet']")
+    assert len(outs) == 1 and outs.pop().startswith("11 ['uiunet_nano', 'uiunet_tiny'] ['mdvsfa_cgan', 'tbcnet']")
