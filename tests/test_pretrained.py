@@ -15,6 +15,7 @@ torch.set_num_threads(1)
 # (model, tag) -> (run folder under results/, evaluation folder under results/, test split)
 SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
            ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test"),
+           ("uiunet_tiny", "sirst"): ("sirst-tiny-idx427-softiou-e400", "eval-sirst-tiny-idx427-test", "test"),
            ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test", "5050_test")}
 
 
@@ -60,7 +61,7 @@ def test_readme_quickstart_finds_the_target():
     from conftest import data_dir
     from uiunet.data import get_dataset, read_mask
     from uiunet.inference import predict_image
-    model = M.create_model("uiunet_nano", pretrained="sirst")
+    model = M.create_model("uiunet_tiny", pretrained="sirst")
     name = get_dataset("sirst", "test").names[0]
     out = predict_image(model, data_dir("sirst") / "images" / f"{name}.png")
     gt = read_mask(data_dir("sirst") / "masks" / f"{name}_pixels0.png") > 0

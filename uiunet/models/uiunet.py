@@ -134,6 +134,7 @@ def uiunet_no_ica(**kwargs):
 # %% ../../nbs/13_models.uiunet.ipynb #51d4dc1b
 register_pretrained('uiunet_nano', 'sirst', 'uiunet_nano-sirst.safetensors')
 register_pretrained('uiunet_nano', 'sirst-5050', 'uiunet_nano-sirst-5050.safetensors')
+register_pretrained('uiunet_tiny', 'sirst', 'uiunet_tiny-sirst.safetensors')
 register_pretrained('uiunet_tiny', 'sirst-5050', 'uiunet_tiny-sirst-5050.safetensors')
 
 # %% ../../nbs/13_models.uiunet.ipynb #2d148d4d
