@@ -6,21 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, needs_dataset
+from conftest import ROOT, data_dir, needs_dataset
 from uiunet import models as M
 from uiunet.checkpoint import read_run_checkpoint as read_checkpoint
 
 torch.set_num_threads(1)
 
-# (model, tag) -> (run folder under results/, evaluation folder under results/, test split)
-SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test", "test"),
-           ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test", "5050_test"),
-           ("uiunet_tiny", "sirst"): ("sirst-tiny-idx427-softiou-e400", "eval-sirst-tiny-idx427-test", "test"),
-           ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test", "5050_test")}
+# (model, tag) -> (run folder under results/, evaluation folder under results/); the dataset and test split come
+# from the registry (`register_pretrained(..., test=)`) and the weights' metadata
+SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test"),
+           ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test"),
+           ("uiunet_tiny", "sirst"): ("sirst-tiny-idx427-softiou-e400", "eval-sirst-tiny-idx427-test"),
+           ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test")}
 
 
 def test_every_packaged_weights_file_is_checked_here():
     assert {(name, tag) for name, tags in M.PRETRAINED.items() for tag in tags} == set(SHIPPED)
+    assert set(M.pretrained_tests()) == {f"{n}:{t}" for n, t in SHIPPED}  # each has the test split it was scored on
 
 
 @pytest.mark.parametrize("name,tag", list(SHIPPED))
@@ -35,22 +37,24 @@ def test_packaged_weights_are_the_selected_checkpoint(name, tag):
     assert set(sd) == {k[6:] for k in ckpt if k.startswith("model.")}
     assert all(torch.equal(sd[k[6:]], v) for k, v in ckpt.items() if k.startswith("model."))
     cfg = m.pretrained_cfg
-    assert (cfg["model"], cfg["dataset"], cfg["recipe"], cfg["epoch"]) == (name, "sirst", "standard", state["epoch"])
+    assert (cfg["model"], cfg["dataset"], cfg["recipe"], cfg["epoch"]) == (name, run["config"]["dataset"], "standard", state["epoch"])
     assert cfg["train_split"] == run["config"]["train_split"] and cfg["val_split"] == run["config"]["val_split"]
+    assert M.pretrained_tests()[f"{name}:{tag}"][0] == run["config"]["dataset"]
 
 
-@needs_dataset("sirst")
 @pytest.mark.parametrize("name,tag", list(SHIPPED))
 def test_packaged_weights_reproduce_the_published_test_numbers(name, tag):
     from uiunet.data import get_dataset
     from uiunet.evaluation import validate
     from uiunet.recipes import recipe_transforms
-    _, eval_name, split = SHIPPED[name, tag]
+    eval_name = SHIPPED[name, tag][1]
+    dataset, split = M.pretrained_tests()[f"{name}:{tag}"]
+    if data_dir(dataset) is None: pytest.skip(f"needs the real {dataset} dataset under UIUNET_DATA or ./data (see README, 'Datasets')")
     want = json.loads((ROOT / "results" / eval_name / "metrics.json").read_text())
     m = M.create_model(name, pretrained=tag)
-    ds = get_dataset("sirst", split, transform=recipe_transforms("standard", "sirst")[1])
+    ds = get_dataset(dataset, split, transform=recipe_transforms("standard", dataset)[1])
     got = validate(m, ds, "cpu", precision="fp32")  # the committed numbers were computed in float32
-    assert want["split"] == split and want["images"] == len(ds)
+    assert (want["dataset"], want["split"], want["images"]) == (dataset, split, len(ds))
     for k in ("iou", "niou", "pd", "fa"):
         assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-12), k
 

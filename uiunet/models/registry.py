@@ -17,8 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checkpoint import check_state_dict, read_state_dict, weights_facts
 
 # %% auto #0
-__all__ = ['PRETRAINED', 'register_model', 'list_models', 'register_pretrained', 'weights_dir', 'pretrained_file', 'create_model',
-           'count_macs']
+__all__ = ['PRETRAINED', 'PRETRAINED_TESTS', 'register_model', 'list_models', 'register_pretrained', 'weights_dir',
+           'pretrained_file', 'pretrained_tests', 'create_model', 'count_macs']
 
 # %% ../../nbs/12_models.registry.ipynb #6b5b4804
 _model_entrypoints = {}
@@ -37,13 +37,16 @@ def list_models(pattern:str='*')->list:
 
 # %% ../../nbs/12_models.registry.ipynb #653cc44d
 PRETRAINED = {}  # model name -> {tag: file in uiunet/weights/}
+PRETRAINED_TESTS = {}  # (model name, tag) -> the test split its published numbers come from
 
 def register_pretrained(name:str, # a registered model
                         tag:str, # the name users pass as `pretrained=`
-                        file:str # a file in `uiunet/weights/`
+                        file:str, # a file in `uiunet/weights/`
+                        test:str|None=None, # the split of the weights' dataset they were scored on once, e.g. '5050_test'
                        ):
     "Make `create_model(name, pretrained=tag)` load `file` from the package's weights folder."
     PRETRAINED.setdefault(name, {})[tag] = file
+    if test is not None: PRETRAINED_TESTS[name, tag] = test
 
 def weights_dir()->Path:
     "Folder of the packaged pretrained weights, `uiunet/weights/`."
@@ -59,6 +62,10 @@ def pretrained_file(name:str, tag:str)->Path:
     path = weights_dir() / tags[tag]
     if not path.exists(): raise FileNotFoundError(f"pretrained weights {tag!r} of {name!r} should be at {path}; reinstall uiunet.")
     return path
+
+def pretrained_tests()->dict:
+    "Every packaged tag with a test split, as `{'model:tag': [dataset, split]}`; the dataset is read from the weights file."
+    return {f'{n}:{t}': [weights_facts(pretrained_file(n, t)).get('dataset'), split] for (n, t), split in PRETRAINED_TESTS.items()}
 
 # %% ../../nbs/12_models.registry.ipynb #e8d21ef3
 def create_model(name:str, # a name from `list_models()`

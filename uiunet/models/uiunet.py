@@ -132,10 +132,10 @@ def uiunet_no_ica(**kwargs):
     return UIUNet(ica=False, **kwargs)
 
 # %% ../../nbs/13_models.uiunet.ipynb #51d4dc1b
-register_pretrained('uiunet_nano', 'sirst', 'uiunet_nano-sirst.safetensors')
-register_pretrained('uiunet_nano', 'sirst-5050', 'uiunet_nano-sirst-5050.safetensors')
-register_pretrained('uiunet_tiny', 'sirst', 'uiunet_tiny-sirst.safetensors')
-register_pretrained('uiunet_tiny', 'sirst-5050', 'uiunet_tiny-sirst-5050.safetensors')
+register_pretrained('uiunet_nano', 'sirst', 'uiunet_nano-sirst.safetensors', test='test')
+register_pretrained('uiunet_nano', 'sirst-5050', 'uiunet_nano-sirst-5050.safetensors', test='5050_test')
+register_pretrained('uiunet_tiny', 'sirst', 'uiunet_tiny-sirst.safetensors', test='test')
+register_pretrained('uiunet_tiny', 'sirst-5050', 'uiunet_tiny-sirst-5050.safetensors', test='5050_test')
 
 # %% ../../nbs/13_models.uiunet.ipynb #2d148d4d
 def convert_official(state_dict:dict)->OrderedDict:
