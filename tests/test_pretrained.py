@@ -1,4 +1,4 @@
-"""The packaged SIRST weights (issue 6): they load with no network, they are the committed run's selected
+"""The packaged weights (issues 6 and 18): they load with no network, they are the committed run's selected
 checkpoint, and they reproduce the test numbers that results/ and the README quote."""
 import json
 
@@ -17,7 +17,8 @@ torch.set_num_threads(1)
 SHIPPED = {("uiunet_nano", "sirst"): ("sirst-nano-idx427-softiou-e200", "eval-sirst-nano-idx427-e200-test"),
            ("uiunet_nano", "sirst-5050"): ("sirst-nano-5050-softiou", "eval-sirst-nano-5050-test"),
            ("uiunet_tiny", "sirst"): ("sirst-tiny-idx427-softiou-e400", "eval-sirst-tiny-idx427-test"),
-           ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test")}
+           ("uiunet_tiny", "sirst-5050"): ("sirst-tiny-5050-softiou-e400", "eval-sirst-tiny-5050-test"),
+           ("uiunet_tiny", "nudt-sirst"): ("nudt-tiny-5050-softiou-e120", "eval-nudt-tiny-test")}
 
 
 def test_every_packaged_weights_file_is_checked_here():

@@ -136,6 +136,7 @@ register_pretrained('uiunet_nano', 'sirst', 'uiunet_nano-sirst.safetensors', tes
 register_pretrained('uiunet_nano', 'sirst-5050', 'uiunet_nano-sirst-5050.safetensors', test='5050_test')
 register_pretrained('uiunet_tiny', 'sirst', 'uiunet_tiny-sirst.safetensors', test='test')
 register_pretrained('uiunet_tiny', 'sirst-5050', 'uiunet_tiny-sirst-5050.safetensors', test='5050_test')
+register_pretrained('uiunet_tiny', 'nudt-sirst', 'uiunet_tiny-nudt-sirst.safetensors', test='test')
 
 # %% ../../nbs/13_models.uiunet.ipynb #2d148d4d
 def convert_official(state_dict:dict)->OrderedDict:
