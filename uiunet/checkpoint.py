@@ -208,7 +208,8 @@ def write_run_files(folder:Path, # the run folder (or a snapshot of it)
     atomic_write(folder/'log.csv', _csv)
     run = dict(config=state['config'], epochs_done=state['epoch'], finished=finished, selected=f"{'best' if best else 'last'}.safetensors",
                model_rule='best validation IoU' if best else 'last epoch (no validation split)',
-               best=best, last=dict(epoch=state['epoch'], file='last.safetensors'), machines=state.get('machines', []))
+               best=best, last=dict(epoch=state['epoch'], file='last.safetensors'), machines=state.get('machines', []),
+               **({'stopped': state['stopped']} if state.get('stopped') else {}))  # a plateau rule ended the run early
     atomic_write(folder/'run.json', lambda p: p.write_text(json.dumps(run, indent=1, default=_jsonable)))
 
 # %% ../nbs/22_checkpoint.ipynb #6216dc0c

@@ -24,7 +24,7 @@ from .recipes import RECIPES, get_recipe, make_optimizer
 
 # %% auto #0
 __all__ = ['RESUME_KEYS', 'LEARNERS', 'recorded_precision', 'loader_settings', 'seed_everything', 'NonFiniteLossError', 'Learner',
-           'keep_grads_of', 'register_learner', 'learner_for']
+           'keep_grads_of', 'plateau_action', 'register_learner', 'learner_for']
 
 # %% ../nbs/24_learner.ipynb #93788785
 def recorded_precision(config:dict # a run's config, as its checkpoints store it
@@ -84,6 +84,8 @@ class Learner:
                  switch_precision:bool=False, # on resume, go on in `precision` rather than the run's own (a bf16 run on a CPU without bf16 units); the run is then no longer exactly reproducible
                  fused_optimizer:bool=True, # PyTorch's fused Adam (about 3% faster per step); a resumed run keeps its own
                  amp:bool|None=None, # deprecated: True is precision='auto' on CUDA ('fp16') and 'bf16' on a CPU, False 'fp32'
+                 patience:int|None=None, # plateau rule: after this many epochs without a better validation IoU, cut the rate (`plateau_action`); None: the recipe's schedule alone
+                 cuts:int=2, # the plateau rule cuts the rate this many times (by the recipe's `gamma`), then stops the run at the next plateau
                  config:dict|None=None, # extra facts to record (dataset, split, model name, ...)
                  progress:bool=True # tqdm bars
                 ):
@@ -94,11 +96,14 @@ class Learner:
         self.asked_precision, self.asked_channels_last, self.switch_precision = precision, channels_last, switch_precision
         self.config = dict(config or {}, recipe=recipe, loss=loss or self.recipe.loss, lr=lr or self.recipe.lr,
                            batch_size=batch_size, seed=seed, val_every=val_every, clip_grad=clip_grad,
-                           device=self.device.type, val=val_ds is not None)
+                           device=self.device.type, val=val_ds is not None,
+                           **(dict(patience=patience, cuts=cuts) if patience else {}))
+        if patience and val_ds is None: raise ValueError('patience needs a validation split (val_ds): the plateau rule watches the validation IoU')
         self.set_precision(resolve_precision(precision, self.device), channels_last)
         self.config['fused_optimizer'] = self.fused_optimizer = fused_optimizer and self.device.type in ('cpu', 'cuda')
         self.batch_size, self.seed, self.val_every, self.clip_grad, self.progress = batch_size, seed, val_every, clip_grad, progress
         self.lr, self.history, self.epoch, self.best, self.machines = lr, [], 0, None, []
+        self.patience, self.cuts, self.stopped = patience, cuts, None
 
 # %% ../nbs/24_learner.ipynb #9ca745cb
 @patch
@@ -180,6 +185,19 @@ def train_epoch(self:Learner, epoch:int)->dict:
     return dict(epoch=epoch, train_loss=sums['loss'] / n, **extra, lr=lr, images=n, seconds=round(dt, 3), img_per_s=round(n / dt, 3),
                 data_s=round(wait, 3))
 
+# %% ../nbs/24_learner.ipynb #6f8e5dc0
+def plateau_action(history:list, # log rows: epoch, lr, and val_iou where validated
+                   patience:int|None, # epochs without improvement that make a plateau
+                   cuts:int=2 # rate cuts before the run stops
+                  )->str|None:
+    "After the last row of `history`: 'cut' the rate, 'stop' the run, or None (keep going)."
+    if not patience or not history or 'val_iou' not in history[-1]: return None
+    best = max((r for r in history if 'val_iou' in r), key=lambda r: (r['val_iou'], -r['epoch']))['epoch']  # a tie is no improvement
+    cut_at = [a['epoch'] for a, b in zip(history, history[1:]) if b['lr'] < a['lr']]  # last epoch at the higher rate
+    if history[-1]['epoch'] - max([best, *cut_at]) < patience: return None
+    return 'cut' if len(cut_at) < cuts else 'stop'
+
+
 # %% ../nbs/24_learner.ipynb #0b99532a
 @patch
 def end_epoch(self:Learner, row:dict, last_epoch:bool):
@@ -194,18 +212,25 @@ def end_epoch(self:Learner, row:dict, last_epoch:bool):
     self.history.append(row); self.epoch = e
     improved = 'val_iou' in row and (self.best is None or row['val_iou'] >= self.best['val_iou'])  # ties: the later
     if improved: self.best = dict(epoch=e, val_iou=row['val_iou'])
-    state = dict(epoch=e, config=self.config, history=self.history, best=self.best, machines=self.machines)
+    action = plateau_action(self.history, self.patience, self.cuts)
+    if action == 'cut':   # before `last` is written, so a resumed run trains at the new rate
+        for g in self.opt.param_groups: g['lr'] *= self.recipe.gamma
+    if action == 'stop': self.stopped = dict(epoch=e, rule=f'plateau: {self.patience} epochs without a better validation IoU after {self.cuts} rate cuts')
+    last_epoch = last_epoch or action == 'stop'
+    state = dict(epoch=e, config=self.config, history=self.history, best=self.best, machines=self.machines, stopped=self.stopped)
     save_checkpoint(last, self.model, self.opt, self.sched, state)
     if improved: save_checkpoint(self.out_dir/'best.safetensors', self.model, None, None, state)
     self.write_log(finished=last_epoch)
     if self.progress: print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items())
-                            + (' *best*' if improved else ''), flush=True)
+                            + (' *best*' if improved else '') + (f' (rate x{self.recipe.gamma})' if action == 'cut' else '')
+                            + (f' stopped: {self.stopped["rule"]}' if self.stopped else ''), flush=True)
 
 # %% ../nbs/24_learner.ipynb #090a0693
 @patch
 def write_log(self:Learner, finished:bool=False):
     "Write `log.csv` (one row per epoch) and `run.json` (config and which checkpoint is the model)."
-    write_run_files(self.out_dir, dict(epoch=self.epoch, config=self.config, history=self.history, best=self.best, machines=self.machines),
+    write_run_files(self.out_dir, dict(epoch=self.epoch, config=self.config, history=self.history, best=self.best, machines=self.machines,
+                                     stopped=self.stopped),
                     finished)
 
 # %% ../nbs/24_learner.ipynb #81ea48ca
@@ -225,13 +250,15 @@ def fit(self:Learner, epochs:int, # total epochs of the run (also when resuming)
     self.out_dir.mkdir(parents=True, exist_ok=True)
     self.machines.append(dict(from_epoch=self.epoch + 1, **machine_facts(self.device, self.precision), channels_last=self.channels_last))
     for e in range(self.epoch + 1, epochs + 1):
+        if self.stopped: break   # a resumed run that the plateau rule had ended
         self.end_epoch(self.train_epoch(e), last_epoch=e == epochs)
         if stop_after is not None and e >= stop_after: break
     return self.history
 
 # %% ../nbs/24_learner.ipynb #6d803347
 RESUME_KEYS = ('model', 'model_kwargs', 'in_channels', 'dataset', 'data_kwargs', 'train_split', 'val_split', 'limit', 'img_size',
-               'recipe', 'loss', 'lr', 'batch_size', 'seed', 'epochs', 'val_every', 'clip_grad')  # settings that change the result
+               'recipe', 'loss', 'lr', 'batch_size', 'seed', 'epochs', 'val_every', 'clip_grad',
+               'patience', 'cuts')  # settings that change the result
 
 @patch
 def check_resumable(self:Learner, path:Path):
@@ -248,6 +275,7 @@ def resume_from(self:Learner, path:Path):
     "Restore weights, optimiser, schedule, RNGs, log and best epoch from a `last` checkpoint."
     st = load_run_checkpoint(path, self.model, self.opt, self.sched, restore_rng=True)
     self.epoch, self.history, self.best, self.machines = st['epoch'], st['history'], st['best'], st.get('machines', [])
+    self.stopped = st.get('stopped')
     print(f'resumed {path} at epoch {self.epoch}')
 
 @patch

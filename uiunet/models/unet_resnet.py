@@ -27,16 +27,18 @@ class UNetResNet(SegModel):
                  out_channels:int=1, # output channels
                  depth:int=34, # 18 or 34
                  decoder_channels:tuple=(256, 128, 64, 32, 16), # from the coarsest decoder level to the finest
+                 width:float=1.0, # encoder channels as a fraction of ResNet's (64 ... 512): 0.25 matches `uiunet_nano`'s parameter class
                  ica:bool=False, # IC-A skips (deeper feature projected to the skip's channels) instead of concatenation
                 ):
         super().__init__()
         if depth not in RESNET_BLOCKS: raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
-        self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, decoder_channels=tuple(decoder_channels), ica=ica)
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, decoder_channels=tuple(decoder_channels), ica=ica,
+                           **({'width': width} if width != 1.0 else {}))
         self.in_channels, self.out_channels, self.ica, self.min_batch = in_channels, out_channels, ica, 2 if ica else 1
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-        enc = [64, 64, 128, 256, 512]
+        enc = [max(1, round(c * width)) for c in (64, 64, 128, 256, 512)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, enc[0], 7, 2, 3, bias=False), nn.BatchNorm2d(enc[0]), nn.ReLU(inplace=True))
         self.layers = nn.ModuleList(res_stage(enc[i], enc[i+1], n, 1 if i == 0 else 2) for i, n in enumerate(RESNET_BLOCKS[depth]))
-        skips, prev, blocks, proj, fuses = [256, 128, 64, 64, 0], 512, [], [], []
+        skips, prev, blocks, proj, fuses = [enc[3], enc[2], enc[1], enc[0], 0], enc[4], [], [], []
         for c, s in zip(decoder_channels, skips):
             if ica and s: proj.append(nn.Sequential(*conv_bn_relu(prev, s, 1))); fuses.append(ICA(s))
             blocks.append(nn.Sequential(*conv_bn_relu(2 * s if ica and s else prev + s, c, 3), *conv_bn_relu(c, c, 3))); prev = c
