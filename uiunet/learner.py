@@ -215,7 +215,7 @@ def end_epoch(self:Learner, row:dict, last_epoch:bool):
     action = plateau_action(self.history, self.patience, self.cuts)
     if action == 'cut':   # before `last` is written, so a resumed run trains at the new rate
         for g in self.opt.param_groups: g['lr'] *= self.recipe.gamma
-    if action == 'stop': self.stopped = dict(epoch=e, rule=f'plateau: {self.patience} epochs without a better validation IoU after {self.cuts} rate cuts')
+    if action == 'stop': self.stopped = dict(epoch=e, rule=f'plateau rule (patience {self.patience} epochs): no better validation IoU after the last of {self.cuts} rate cuts')
     last_epoch = last_epoch or action == 'stop'
     state = dict(epoch=e, config=self.config, history=self.history, best=self.best, machines=self.machines, stopped=self.stopped)
     save_checkpoint(last, self.model, self.opt, self.sched, state)
