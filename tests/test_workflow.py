@@ -93,17 +93,30 @@ def test_epochs_scale_shortens_a_slow_model(tmp_path):
     assert "epochs: 40," in next(c for c in r.stdout.split("papermill ")[1:] if "name: uiunet-sirst-s0" in c)
 
 
-@pytest.mark.parametrize("profile,trainings", [("paper-cpu.yaml", 28), ("paper-gpu.yaml", 28)])
-def test_dry_run_lists_the_profile(tmp_path, profile, trainings):
+@pytest.mark.parametrize("profile,trainings,tests", [("paper-cpu.yaml", 28, 2), ("paper-gpu.yaml", 28, 2), ("paper-replication.yaml", 84, 4)])
+def test_dry_run_lists_the_profile(tmp_path, profile, trainings, tests):
     r = _snakemake(profile, tmp_path, "-n")
     counts = dict(l.split()[:2] for l in r.stdout.splitlines() if l.split()[:1] and l.split()[0] in ("train", "evaluate", "model_driven"))
-    assert int(counts["train"]) == trainings and int(counts["evaluate"]) == trainings and int(counts["model_driven"]) == 2
+    assert int(counts["train"]) == trainings and int(counts["evaluate"]) == trainings and int(counts["model_driven"]) == tests
 
 
-@pytest.mark.parametrize("kept_in", ["runs", "checkpoints"])
+def test_replication_trainings_select_on_a_holdout_and_stop_by_the_rule(tmp_path):
+    """The replication profile: 3 seeds of every learned row (28 table cells), each selecting on a split that is not a
+    test split, stopped by the plateau rule (patience scaled with a slow model's epochs), in the plateau recipe."""
+    r = _snakemake("paper-replication.yaml", tmp_path, "-n", "-p")
+    cmds = [yaml.safe_load(c.split("-y ", 1)[1].split(" > ")[0].replace("'\"'\"'", "'")[1:-1])
+            for c in r.stdout.replace("\n", " ").split("papermill ")[1:] if c.startswith("--log-output --no-progress-bar nbs/train.ipynb")]
+    assert len(cmds) == 84 and {c["seed"] for c in cmds} == {0, 1, 2}
+    assert all(c["val_split"] and "test" not in c["val_split"] and c["patience"] >= 1 and c["recipe"] == "plateau" for c in cmds)
+    cgan = next(c for c in cmds if c["name"] == "mdvsfa_cgan-sirst-s0"); ui = next(c for c in cmds if c["name"] == "uiunet-sirst-s0")
+    assert (cgan["epochs"], cgan["patience"], ui["epochs"], ui["patience"]) == (25, 3, 100, 12)
+    assert ui["train_split"] == "paper_train:fit" and ui["val_split"] == "paper_train:holdout"
+
+
+@pytest.mark.parametrize("kept_in", ["runs", "snapshots"])
 def test_an_interrupted_training_resumes(tmp_path, kept_in):
     """A run stopped after its first epoch (as a killed job leaves it) is resumed, not restarted, by the workflow: from
-    runs/, or from the copy committed under results/checkpoints/ when runs/ was lost (that copy is removed once done)."""
+    runs/, or from the copy committed under the profile's snapshots/ when runs/ was lost (that copy is removed once done)."""
     env = dict(os.environ, MPLBACKEND="Agg")
     run = "uiunet-sirst-s0"
     subprocess.run([str(Path(sys.executable).parent / "papermill"), "nbs/train.ipynb", str(tmp_path / "t.ipynb"), "-p", "dataset", "synthetic",
@@ -111,17 +124,17 @@ def test_an_interrupted_training_resumes(tmp_path, kept_in):
                     "-p", "out_dir", str(tmp_path / "runs"), "-p", "results_dir", str(tmp_path / "scratch"), "-p", "recipe", "standard",
                     "-p", "loss", "softiou", "-p", "lr", "0.001", "-p", "batch_size", "2", "-p", "img_size", "32", "-p", "val_every", "1",
                     "-y", "data_kwargs: {n: 6, size: 64}"], cwd=ROOT, env=env, check=True, capture_output=True)
-    if kept_in == "checkpoints":
-        (tmp_path / "results" / "checkpoints").mkdir(parents=True)
-        (tmp_path / "runs" / run).rename(tmp_path / "results" / "checkpoints" / run)
+    if kept_in == "snapshots":
+        (tmp_path / "snapshots").mkdir(parents=True)
+        (tmp_path / "runs" / run).rename(tmp_path / "snapshots" / run)
     prof = yaml.safe_load((ROOT / "config" / "paper-smoke.yaml").read_text())
     prof["data"]["sirst"]["epochs"] = 2
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(prof))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     subprocess.run([SNAKEMAKE, "-s", "workflow/Snakefile", "--configfile", str(tmp_path / "p.yaml"), "--config", f"results={tmp_path}/results",
-                    f"runs={tmp_path}/runs", f"figures={tmp_path}/figures", "-c1", f"{tmp_path}/results/runs/{run}/run.json"],
+                    f"runs={tmp_path}/runs", f"figures={tmp_path}/figures", f"snapshots={tmp_path}/snapshots", "-c1", f"{tmp_path}/results/runs/{run}/run.json"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
     log = (tmp_path / "runs" / "logs" / f"train-{run}.log").read_text()
     assert f"resumed {tmp_path}/runs/{run}/last.safetensors at epoch 1" in log
     assert json.loads((tmp_path / "results" / "runs" / run / "run.json").read_text())["epochs_done"] == 2
-    assert not (tmp_path / "results" / "checkpoints" / run).exists()
+    assert not (tmp_path / "snapshots" / run).exists()

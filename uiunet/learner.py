@@ -192,7 +192,9 @@ def plateau_action(history:list, # log rows: epoch, lr, and val_iou where valida
                   )->str|None:
     "After the last row of `history`: 'cut' the rate, 'stop' the run, or None (keep going)."
     if not patience or not history or 'val_iou' not in history[-1]: return None
-    best = max((r for r in history if 'val_iou' in r), key=lambda r: (r['val_iou'], -r['epoch']))['epoch']  # a tie is no improvement
+    best = max((r for r in history if 'val_iou' in r), key=lambda r: (r['val_iou'], -r['epoch']))  # a tie is no improvement
+    if best['val_iou'] <= 0: return None   # nothing detected yet: the model has not started, there is no plateau to judge
+    best = best['epoch']
     cut_at = [a['epoch'] for a, b in zip(history, history[1:]) if b['lr'] < a['lr']]  # last epoch at the higher rate
     if history[-1]['epoch'] - max([best, *cut_at]) < patience: return None
     return 'cut' if len(cut_at) < cuts else 'stop'

@@ -28,7 +28,8 @@ class Recipe:
 
 RECIPES = {'release': Recipe('release', lr=1e-3, loss='bce', shuffle=False, images='release'),
            'standard': Recipe('standard', lr=5e-4, loss='softiou', shuffle=True, milestones=(0.5, 0.75)),
-           'cpu': Recipe('cpu', lr=1e-3, loss='bce', shuffle=True, milestones=(0.8,))}
+           'cpu': Recipe('cpu', lr=1e-3, loss='bce', shuffle=True, milestones=(0.8,)),
+           'plateau': Recipe('plateau', lr=5e-4, loss='softiou', shuffle=True)}
 
 def get_recipe(name:str)->Recipe:
     "The recipe called `name`, with the list of known ones if there is none."
