@@ -46,6 +46,10 @@ def test_smoke_profile_produces_every_table(smoke):
     budget = pd.read_csv(tables / "budget.csv")                              # what every job cost, from the files it wrote
     assert (budget.job == "train").sum() == len(list((smoke / "results" / "runs").glob("*/log.csv"))) and (budget.minutes > 0).all()
     assert "*Cost:*" in md and "CPU-hours in all" in md
+    claims = pd.read_csv(tables / "claims.csv")                              # every comparison of C1-C5, scored
+    assert set(claims.claim) == {"C1", "C2", "C3", "C4", "C5"} and claims.verdict.isin(["holds", "does not hold", "inconclusive", "no usable run"]).all()
+    assert claims[claims.verdict != "no usable run"][["lo", "hi"]].notna().all().all() and (claims.lo <= claims.hi).all()
+    assert "| **C6**" in (tables / "claims.md").read_text()
 
 
 def test_smoke_profile_produces_every_figure(smoke):

@@ -3,6 +3,7 @@
 Modules:
 
 - `uiunet.checkpoint`: Every file of tensors the project reads or writes: run checkpoints (resumable), exported weights (a plain state_dict with the facts of its training), the authors' `.pth` files, written atomically and read safely.
+- `uiunet.claims`: Whether a comparison of the paper holds at our scale: a paired bootstrap over the test images, with the seeds of each side resampled, gives the difference of a metric and its 95% confidence interval; the verdict is read off the interval, never written by hand.
 - `uiunet.cli`: `uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets` and `uiunet snapshot`: the Python API of `uiunet.predict`, `uiunet.export`, `uiunet.data` and `uiunet.checkpoint` from a shell.
 - `uiunet.device`: Where a model computes (CUDA, Apple MPS, CPU), in which number format (float32, bfloat16 or float16 mixed precision) and memory layout, and the facts about the processor that a timing or a resumed run must record.
 - `uiunet.evaluation`: Predict a data set, score it under either protocol, and write the one `metrics.json` (and its curves and figure) that every method shares, learned or model-driven.
@@ -10,6 +11,7 @@ Modules:
 - `uiunet.learner`: A plain PyTorch fit loop for UIU-Net: the release's recipe and the field's standard one, atomic safetensors checkpoints, exact resume, validation with IoU, nIoU, Pd and Fa.
 - `uiunet.models.loading`: A model from any weights the project writes or reads: a run folder, one of its checkpoints, exported weights, a packaged pretrained tag, or an authors' checkpoint; and a run's weights packaged for shipping.
 - `uiunet.models.registry`: Every architecture of the project by name: `create_model`, `list_models`, the packaged pretrained weights, and the cost of a forward pass. The registry imports no model; each architecture's module registers itself.
+- `uiunet.paper`: One place that knows what a profile of the paper workflow runs and where each of its files lies: the workflow (`workflow/Snakefile`) and the notebooks that read its results (tables, claims, figures) ask here instead of rebuilding paths and parsing run names.
 - `uiunet.predict`: Predict images, folders, glob patterns and videos with a trained model, writing probability maps, masks, overlays and one table of detections; and score the maps anyone saved against a dataset split, into the one `metrics.json`.
 - `uiunet.recipes`: How a model is trained, by name: loss, optimiser, learning-rate schedule, data order and the way images are prepared. A run records its recipe's name; the learner, the evaluation and inference all read it."""
 
