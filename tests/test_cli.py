@@ -1,10 +1,12 @@
 """The `uiunet` command (issue 17): predictions on folders and videos, scoring saved maps against the evaluate
 runner's numbers, the ONNX round trip, help and exit codes, the dataset listing."""
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -198,3 +200,16 @@ def test_datasets_lists_the_real_data_and_its_oddities(monkeypatch):
     assert r.exit_code == 0 and "(UIUNET_DATA)" in text
     assert "sirst: 427 images, 427 masks" in text and "train 256, val 85, test 86" in text
     assert "paper_train (rule)" in text and "Misc_111: the published mask is 592x400" in text
+
+
+def test_main_job_runs_end_to_end(tmp_path):
+    """`uiunet main` (the README's first command, after setup) trains and evaluates in the current folder, prints an epoch
+    line per epoch and closes with what it trained, its test scores and where its files are."""
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    r = subprocess.run([str(Path(sys.executable).parent / "uiunet"), "main", "--epochs", "2", "--limit", "8", "--name", "quick"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("epoch=") == 2 and "trained: uiunet_nano on 8 synthetic scenes per epoch, 2 epochs" in r.stdout
+    assert "test (8 scenes, standard protocol): IoU" in r.stdout and "files: results/quick/" in r.stdout
+    assert json.loads((tmp_path / "results" / "quick" / "metrics.json").read_text())["images"] == 8
+    assert (tmp_path / "runs" / "quick" / "last.safetensors").exists()

@@ -51,8 +51,14 @@ def test_readme_is_generated_from_index(tmp_path):
 def test_readme_opens_with_two_commands():
     text = (ROOT / "README.md").read_text()
     head = text[: text.find("## ", text.find("bash .ci/test"))]
-    assert "bash .ci/main" in head and "bash .ci/test" in head
+    assert "uiunet main" in head and "bash .ci/test" in head
     assert "bash .ci/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_is_short():
+    "The README says what the project is, how to start and what the paper's claims came to; the rest is on the site."
+    n = len((ROOT / "README.md").read_text().splitlines())
+    assert n <= 200, f"README.md has {n} lines; move detail into a page notebook (nbs/results.ipynb, nbs/paper.ipynb, ...)"
 
 
 def test_readme_links_to_files_that_exist():

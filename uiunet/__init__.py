@@ -4,7 +4,7 @@ Modules:
 
 - `uiunet.checkpoint`: Every file of tensors the project reads or writes: run checkpoints (resumable), exported weights (a plain state_dict with the facts of its training), the authors' `.pth` files, written atomically and read safely.
 - `uiunet.claims`: Whether a comparison of the paper holds at our scale: a paired bootstrap over the test images, with the seeds of each side resampled, gives the difference of a metric and its 95% confidence interval; the verdict is read off the interval, never written by hand.
-- `uiunet.cli`: `uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets` and `uiunet snapshot`: the Python API of `uiunet.predict`, `uiunet.export`, `uiunet.data` and `uiunet.checkpoint` from a shell.
+- `uiunet.cli`: `uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets`, `uiunet snapshot` and `uiunet main`: the Python API of `uiunet.predict`, `uiunet.export`, `uiunet.data` and `uiunet.checkpoint` from a shell.
 - `uiunet.device`: Where a model computes (CUDA, Apple MPS, CPU), in which number format (float32, bfloat16 or float16 mixed precision) and memory layout, and the facts about the processor that a timing or a resumed run must record.
 - `uiunet.evaluation`: Predict a data set, score it under either protocol, and write the one `metrics.json` (and its curves and figure) that every method shares, learned or model-driven.
 - `uiunet.export`: A trained model's fused probability map as an ONNX file with dynamic batch, height and width, checked against onnxruntime on the CPU.

@@ -1,4 +1,4 @@
-"""`uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets` and `uiunet snapshot`: the Python API of
+"""`uiunet predict`, `uiunet evaluate`, `uiunet export onnx`, `uiunet datasets`, `uiunet snapshot` and `uiunet main`: the Python API of
 `uiunet.predict`, `uiunet.export`, `uiunet.data` and `uiunet.checkpoint` from a shell.
 
 Docs: https://uiunet.github.io/uiunet/cli.html.md"""
@@ -7,7 +7,7 @@ Docs: https://uiunet.github.io/uiunet/cli.html.md"""
 
 # %% ../nbs/30_cli.ipynb #f28994ae
 from __future__ import annotations
-import os, sys
+import csv, json, os, re, sys
 from pathlib import Path
 
 import click
@@ -24,14 +24,15 @@ from .models.uiunet import UIUNet, optimize_for_inference
 from .predict import eval_dir, predict_sources, score_saved_predictions
 
 # %% auto #0
-__all__ = ['main', 'predict', 'evaluate', 'export', 'onnx', 'datasets', 'snapshot']
+__all__ = ['MAIN_SCENES', 'MAIN_JOB', 'main', 'predict', 'evaluate', 'export', 'onnx', 'datasets', 'snapshot', 'main_summary',
+           'main_job']
 
 # %% ../nbs/30_cli.ipynb #3915f5ea
 @click.group(name='uiunet', context_settings=dict(help_option_names=['-h', '--help'], max_content_width=100))
 @click.version_option(__version__, prog_name='uiunet')
 def main():
     """UIU-Net for infrared small targets: predict images, folders and videos, score saved predictions,
-    export to ONNX, list the datasets, snapshot a running training.
+    export to ONNX, list the datasets, snapshot a running training, run the main job.
 
     Exit status: 0 on success, 1 when an input or the command failed, 2 on bad usage."""
 
@@ -154,6 +155,63 @@ def snapshot(run_dir, dest, max_mb):
     best = st.get('best')
     click.echo(f"{dest}: epoch {st['epoch']} of {st['config'].get('epochs')}" + (f", best validation IoU {best['val_iou']:.4f} at epoch {best['epoch']}" if best else '')
                + f"; to continue it, see {Path(dest) / 'RESUME.md'}")
+
+# %% ../nbs/30_cli.ipynb #60d8ff01
+MAIN_SCENES = dict(n_targets=[2, 5], scr=[5, 15], target_size=[3, 9], n_clutter=[0, 2], p_dark=0.0)   # clearly visible targets
+MAIN_JOB = dict(dataset='synthetic', train_split='train', val_split='val', model='uiunet_nano', recipe='cpu', loss='softiou', lr=1e-3,
+                epochs=20, batch_size=4, img_size=128, val_every=2, data_kwargs=MAIN_SCENES)
+
+def main_summary(res:str|Path)->str:
+    "The closing lines of the main job from its results folder: what was trained, its scores, where its files are."
+    res = Path(res); run, m = (json.loads((res/f).read_text()) for f in ('run.json', 'metrics.json'))
+    c, mach, log = run['config'], (run.get('machines') or [{}])[-1], [r for r in csv.DictReader(open(res/'log.csv'))]
+    minutes = sum(float(r['seconds']) for r in log) / 60
+    return '\n'.join([
+        f"trained: {c['model']} on {log[0]['images']} synthetic scenes per epoch, {run['epochs_done']} epochs ({c['recipe']} recipe, "
+        f"{c['loss']}, lr {c['lr']:g}), selected at epoch {run['best']['epoch']} (validation IoU {run['best']['val_iou']:.4f})",
+        f"test ({m['images']} scenes, {m['protocol']} protocol): IoU {m['iou']:.4f}  nIoU {m['niou']:.4f}  Pd {m['pd']:.4f}  "
+        f"Fa {m['fa_e6']:.2f}e-6  AUC {m['auc']:.4f}",
+        f"machine: {mach.get('processor')}, {mach.get('threads')} thread(s), {c['precision']}: {minutes:.1f} min of training",
+        f"files: results/{res.name}/ (metrics.json, per_image.csv, learning_curves.png, roc.png, detections.png); checkpoints in runs/{res.name}/"])
+
+# %% ../nbs/30_cli.ipynb #caab7008
+def _runner(name:str)->Path:
+    "A papermill runner of the repository the package was installed from."
+    nb = Path(__file__).resolve().parents[1]/'nbs'/name
+    if not nb.exists(): raise click.ClickException(f'{nb}: not found; `uiunet main` runs the repository\'s runners: run it in a clone '
+                                                  '(pip install -e .)')
+    return nb
+
+class _Lines:
+    "A file for papermill's stdout that echoes the lines of a training worth watching (one per epoch) as they arrive."
+    keep = re.compile(r'^(epoch=|estimated|trained by|resumed|\S+: \d+ training images)')
+    def __init__(self): self.buf = ''
+    def write(self, s):
+        self.buf += s
+        *lines, self.buf = self.buf.split('\n')
+        for l in lines:
+            if self.keep.match(l): click.echo(l)
+    def flush(self): pass
+
+# %% ../nbs/30_cli.ipynb #191af2c5
+@main.command('main')
+@click.option('--epochs', default=MAIN_JOB['epochs'], show_default=True, type=click.IntRange(min=1))
+@click.option('--seed', default=0, show_default=True, type=int)
+@click.option('--precision', default='auto', show_default=True, type=click.Choice(PRECISIONS), help="'auto': bf16 on a CPU with AMX/AVX512-BF16, fp16 on CUDA, else fp32.")
+@click.option('--name', default='main', show_default=True, help='Run name: checkpoints in runs/NAME, results in results/NAME.')
+@click.option('--limit', default=None, type=click.IntRange(min=1), help='Only the first N scenes of each split (a quick check).')
+def main_job(epochs, seed, precision, name, limit):
+    """Train and evaluate the main job: uiunet_nano on built-in synthetic scenes (about 5 minutes with bfloat16 units)."""
+    import papermill as pm
+    out = Path('runs')/name; out.mkdir(parents=True, exist_ok=True)
+    common = dict(out_dir='runs', results_dir='results', name=name, precision=precision, limit=limit)
+    click.echo(f'== training {MAIN_JOB["model"]} ({epochs} epochs; one line per epoch)')
+    pm.execute_notebook(_runner('train.ipynb'), str(out/'train.ipynb'), parameters=dict(MAIN_JOB, epochs=epochs, seed=seed, resume=True, **common),
+                        progress_bar=False, stdout_file=_Lines())
+    click.echo('== evaluating on the synthetic test split')
+    pm.execute_notebook(_runner('evaluate.ipynb'), str(out/'evaluate.ipynb'), progress_bar=False, stdout_file=_Lines(),
+                        parameters=dict(run=str(out), dataset='synthetic', split='test', data_kwargs=MAIN_SCENES, overwrite=True, **common))
+    click.echo(main_summary(Path('results')/name))
 
 # %% ../nbs/30_cli.ipynb #6e57613a
 if __name__ == '__main__' and 'ipykernel' not in sys.modules: main()

@@ -17,7 +17,7 @@ from .datasets import ItemDataset, register_dataset_class
 # %% auto #0
 __all__ = ['SYNTH_COUNTS', 'fbm', 'sky', 'below_horizon', 'ground', 'sea', 'background', 'clutter_points', 'sensor_noise',
            'target_patch', 'add_targets', 'SceneConfig', 'synth_scene', 'SyntheticDataset', 'remove_targets',
-           'moving_targets']
+           'real_targets', 'moving_targets']
 
 # %% ../../nbs/02_data.synthetic.ipynb #8c4b2686
 def fbm(rng, shape, beta: float = 2.0, octaves: int = 6, base: int = 3, stretch: float = 1.0) -> np.ndarray:
@@ -184,6 +184,24 @@ def remove_targets(image:np.ndarray, # grey image (H, W) in [0, 1]
     g = np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16).astype(np.float32)
     return (cv2.inpaint(g, m, grow + 2, cv2.INPAINT_TELEA) / 65535).astype(np.float32)
 
+# %% ../../nbs/02_data.synthetic.ipynb #68c5c9d5
+def real_targets(image:np.ndarray, # grey image (H, W) in [0, 1]
+                 mask:np.ndarray, # its target mask (H, W)
+                 grow:int=2 # margin around each target's box, and the halo its signal keeps
+                )->list:
+    "Each target of a real image as (mask patch, signal patch): the box's image minus the image's target-free background."
+    image, m = np.asarray(image, np.float32), (np.asarray(mask) > 0).astype(np.uint8)
+    signal = image - remove_targets(image, m, grow + 1)
+    halo = cv2.dilate(m, np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    out = []
+    for k in range(1, n):
+        x, y, w, h = stats[k, :4]
+        y0, x0, y1, x1 = max(0, y - grow), max(0, x - grow), min(m.shape[0], y + h + grow), min(m.shape[1], x + w + grow)
+        own = cv2.dilate((lab[y0:y1, x0:x1] == k).astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+        out.append(((lab[y0:y1, x0:x1] == k), np.where(own & halo[y0:y1, x0:x1], signal[y0:y1, x0:x1], 0).astype(np.float32)))
+    return out
+
 # %% ../../nbs/02_data.synthetic.ipynb #d9380c66
 def _bounce(p, v, lo, hi):
     "Position and velocity after one step, reflected at [lo, hi]."
@@ -195,25 +213,28 @@ def _bounce(p, v, lo, hi):
 def moving_targets(rng, background:np.ndarray, # grey image (H, W) in [0, 1], at least `size`
                    frames:int, # number of frames
                    size=(256, 320), # frame (height, width)
-                   n_targets:int=2, target_size=(2, 5), scr=(3.0, 6.0), # targets: count, extent in px, SCR range
-                   speed=(0.5, 2.0), pan:float=0.3, noise:float=0.004 # target px/frame, camera px/frame, sensor noise std
+                   n_targets:int=2, target_size=(2, 5), scr=(3.0, 6.0), # drawn targets: count, extent in px, SCR range
+                   speed=(0.5, 2.0), pan:float=0.3, noise:float=0.004, # target px/frame, camera px/frame, sensor noise std
+                   patches:list|None=None # real targets (`real_targets`) to move instead of drawn ones, each at its own contrast
                   )->list:
-    "Frames (image, mask) of a camera panning over `background` while targets cross it at constant velocity and SCR."
+    "Frames (image, mask) of a camera panning over `background` while targets cross it at constant velocity (and SCR, if drawn)."
     bg = background if all(b >= s for b, s in zip(background.shape, size)) else cv2.resize(background, size[::-1], interpolation=cv2.INTER_CUBIC)
     H, W = size; cam = np.zeros(2); cv = rng.uniform(-1, 1, 2); cv *= pan / max(np.abs(cv).max(), 1e-6)
     tg = []
     for _ in range(n_targets):
-        m, prof = target_patch(rng, int(rng.integers(target_size[0], target_size[1] + 1)))
+        if patches: (m, prof), s = patches[int(rng.integers(len(patches)))], None   # a real target brings its own signal
+        else: (m, prof), s = target_patch(rng, int(rng.integers(target_size[0], target_size[1] + 1))), rng.uniform(*scr)
         a = rng.uniform(0, 2 * np.pi); v = rng.uniform(*speed) * np.array([np.sin(a), np.cos(a)])
-        tg.append([np.array([rng.uniform(8, H - m.shape[0] - 8), rng.uniform(8, W - m.shape[1] - 8)]), v, m, prof, rng.uniform(*scr)])
+        tg.append([np.array([rng.uniform(8, H - m.shape[0] - 8), rng.uniform(8, W - m.shape[1] - 8)]), v, m, prof, s])
     out = []
     for _ in range(frames):
         y0, x0 = np.round(cam).astype(int); img = bg[y0:y0 + H, x0:x0 + W].copy(); mask = np.zeros((H, W), np.uint8)
         for t in tg:
-            (y, x), m, prof, s = np.round(t[0]).astype(int), t[2], t[3], t[4]; p = m.shape[0]
-            win = img[max(0, y - 4):y + p + 4, max(0, x - 4):x + p + 4]
-            img[y:y + p, x:x + p] += np.float32(s * max(float(win.std()), 1e-3) / prof[m].mean()) * prof; mask[y:y + p, x:x + p] |= m
-            t[0], t[1] = _bounce(t[0], t[1], (2, 2), (H - p - 2, W - p - 2))
+            (y, x), m, prof, s = np.round(t[0]).astype(int), t[2], t[3], t[4]; h, w = m.shape
+            win = img[max(0, y - 4):y + h + 4, max(0, x - 4):x + w + 4]
+            gain = 1.0 if s is None else np.float32(s * max(float(win.std()), 1e-3) / prof[m].mean())
+            img[y:y + h, x:x + w] += gain * prof; mask[y:y + h, x:x + w] |= m
+            t[0], t[1] = _bounce(t[0], t[1], (2, 2), (H - h - 2, W - w - 2))
         out.append((np.clip(img + rng.normal(0, noise, img.shape).astype(np.float32), 0, 1), mask))
         cam, cv = _bounce(cam, cv, (0, 0), (bg.shape[0] - H, bg.shape[1] - W))
     return out
