@@ -1,4 +1,4 @@
-"""Shared pytest set-up: where the real datasets and the reference fixture are."""
+"""Shared pytest set-up: where the real datasets are."""
 import os
 from pathlib import Path
 
@@ -6,7 +6,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
 
 # The tests use ../shared/data when it exists and UIUNET_DATA is not set (as .ci/run does).
 if not os.environ.get("UIUNET_DATA") and (SHARED / "data").is_dir():
@@ -28,8 +27,3 @@ def needs_dataset(name: str):
         data_dir(name) is None,
         reason=f"needs the real {name} dataset under UIUNET_DATA or ./data (see README, 'Datasets')",
     )
-
-
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason="needs ../shared/reference (official manifest and golden outputs)"
-)

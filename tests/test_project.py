@@ -1,4 +1,5 @@
-"""Project plumbing: environment.yml agrees with pyproject.toml, README agrees with nbs/index.ipynb."""
+"""Project plumbing: environment.yml agrees with pyproject.toml, README agrees with nbs/index.ipynb, the package's
+import graph (no circle, no hidden imports; uiunet.data's four modules import one another one way)."""
 import re
 import subprocess
 import sys
@@ -148,3 +149,40 @@ def test_registries_are_complete_after_any_import():
     outs = {subprocess.run([sys.executable, "-c", code.format(m=m)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
             for m in ("uiunet.learner", "uiunet.models.registry", "uiunet.data", "uiunet.evaluation", "uiunet.model_driven")}
     assert len(outs) == 1 and outs.pop().startswith("11 ['uiunet_nano', 'uiunet_tiny'] ['mdvsfa_cgan', 'tbcnet']")
+
+
+# --- the data package: four modules, imported one way, no import cycle --------------------------------------
+import os
+
+DATA_MODULES = ["io", "transforms", "datasets", "synthetic"]        # in dependency order
+MAY_IMPORT = {"io": set(), "transforms": set(), "datasets": {"io", "transforms"}, "synthetic": {"io", "transforms", "datasets"}}
+
+
+def _fresh_python(code: str) -> str:
+    "stdout of `code` run by a fresh interpreter that imports uiunet from this checkout."
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_data_modules_import_without_a_cycle():
+    for order in (DATA_MODULES, DATA_MODULES[::-1]):
+        code = "".join(f"import uiunet.data.{m}\n" for m in order) + "import uiunet.data as d; print(len(d.__all__))"
+        assert int(_fresh_python(code)) >= 60, order
+    out = _fresh_python("import uiunet.data.datasets as d\n"        # the synthetic scenes registered by the package
+                        "ds = d.get_dataset('synthetic', 'train', n=2); print(type(ds).__name__, len(ds), tuple(ds[1]['image'].shape))")
+    assert out.strip() == "SyntheticDataset 2 (3, 256, 256)"
+
+
+def test_data_modules_import_one_way_and_at_top_level():
+    "Each module imports only the modules before it (io and transforms none), and never inside a function."
+    for m in DATA_MODULES:
+        tree = ast.parse((ROOT / "uiunet" / "data" / f"{m}.py").read_text())
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert id(node) in top, f"uiunet/data/{m}.py imports .{node.module} inside a function (line {node.lineno})"
+                assert node.level == 1 and node.module in MAY_IMPORT[m], f"uiunet/data/{m}.py may not import {'.' * node.level}{node.module}"
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "uiunet" for n in names), f"uiunet/data/{m}.py: absolute uiunet import (line {node.lineno})"

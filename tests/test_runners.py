@@ -225,3 +225,17 @@ def test_model_report_runner_reports_beyond_iou(tmp_path):
     assert r["spread"]["false_candidates"] <= r["spread"]["candidates"] and r["spread"]["low"] == 0.01
     assert len(pd.read_csv(tmp_path / "results" / "model-report" / "pdfa.csv")) == len(th)
     assert (tmp_path / "figures" / "model-report.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("name,kwargs,keys", [("tbcnet", {"scm_epochs": 1}, {"train_sem", "train_seg"}),
+                                              ("mdvsfa_cgan", {}, {"train_d", "train_g1", "train_g2"})])
+def test_train_runner_uses_the_models_own_procedure(tmp_path, name, kwargs, keys):
+    "TBC-Net and MDvsFA-cGAN train by their own procedures through the same runner (unit checks: nbs/11, nbs/14-18)."
+    mk = {"width": 8} if name == "mdvsfa_cgan" else {}
+    pm.execute_notebook(str(ROOT / "nbs" / "train.ipynb"), str(tmp_path / "t.ipynb"), kernel_name="python3", cwd=str(ROOT),
+                        progress_bar=False, parameters=dict(dataset="synthetic", train_split="train", val_split="val",
+                        model=name, model_kwargs=mk, epochs=2, img_size=32, batch_size=2, recipe="standard", limit=4,
+                        name="p", out_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "res"), learner_kwargs=kwargs))
+    run = json.loads((tmp_path / "res" / "p" / "run.json").read_text())
+    assert run["config"]["learner"] in ("TBCLearner", "MDvsFALearner") and run["epochs_done"] == 2
+    assert keys <= set(pd.read_csv(tmp_path / "res" / "p" / "log.csv").columns)
