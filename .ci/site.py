@@ -16,6 +16,7 @@ Each page carries a check that a browser runs on load: it writes, on <body>, how
 them from headless Chromium.
 """
 import argparse
+import html
 import json
 import re
 import shutil
@@ -24,7 +25,9 @@ import sys
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_URL = 'https://uiunet.github.io/uiunet/'
@@ -41,14 +44,25 @@ window.addEventListener('load', () => {
 STYLE = """<style>
 body { margin: 0; } .uiunet-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 15rem; overflow-y: auto; padding: 1rem;
   font: 14px/1.5 sans-serif; background: #f6f7f9; border-right: 1px solid #ddd; } .uiunet-nav a { display: block; color: #234; text-decoration: none; }
-.uiunet-nav a.here { font-weight: bold; } .uiunet-nav h2 { font-size: 15px; margin: .8rem 0 .3rem; } main.uiunet-page { margin-left: 17rem; max-width: 60rem; }
+.uiunet-nav a.here { font-weight: bold; } .uiunet-desc { color: #555; font-style: italic; } .uiunet-nav h2 { font-size: 15px; margin: .8rem 0 .3rem; } main.uiunet-page { margin-left: 17rem; max-width: 60rem; }
 </style>"""
+
+
+CELL_KEYS = {'cell_type', 'id', 'metadata', 'source', 'outputs', 'execution_count', 'attachments'}
+
+def read(p: Path):
+    "A processed notebook (nbdev leaves keys of its own on cells, which nbformat refuses)."
+    raw = json.loads(Path(p).read_text())
+    for c in raw['cells']:
+        for k in set(c) - CELL_KEYS: del c[k]
+        c['metadata'] = {k: v for k, v in c.get('metadata', {}).items() if k == 'tags'}   # and timing records of its own
+    return nbformat.reads(json.dumps(raw), as_version=4)
 
 
 def front_matter(nb) -> dict:
     "The YAML front matter nbdev writes into the first (raw) cell of a processed notebook: title, output-file, ..."
-    if nb.cells and nb.cells[0].cell_type == 'raw':
-        return dict(re.findall(r'^([\w-]+):\s*(.*)$', nb.cells[0].source, re.M))
+    if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.lstrip().startswith('---'):
+        return {k: str(v) for k, v in (yaml.safe_load(nb.cells[0].source.strip().strip('-')) or {}).items()}
     return {}
 
 
@@ -56,9 +70,9 @@ def pages(proc: Path) -> list:
     "(processed notebook, html name, title) of every page, in the notebooks' order; the index first."
     out = []
     for p in sorted(proc.glob('*.ipynb')):
-        fm = front_matter(nbformat.read(p, as_version=4))
+        fm = front_matter(read(p))
         name = 'index.html' if p.stem == 'index' else fm.get('output-file', p.stem + '.html')
-        title = fm.get('title', p.stem).strip('"\'')
+        title = fm.get('title', p.stem)
         out.append((p, name, title))
     return sorted(out, key=lambda x: x[1] != 'index.html')
 
@@ -94,16 +108,16 @@ def render(proc: Path, site: Path) -> list:
     if site.exists(): shutil.rmtree(site)
     site.mkdir(parents=True)
     ps, done = pages(proc), []
-    exporter = HTMLExporter(template_name='lab')
-    exporter.register_preprocessor('nbconvert.preprocessors.TagRemovePreprocessor', enabled=True)
-    exporter.preprocessors[-1].remove_input_tags = {'hide-input'}
+    exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'hide-input'}, enabled=True), enabled=True)
     for p, name, title in ps:
-        nb = prepare(nbformat.read(p, as_version=4))
+        raw = read(p); fm = front_matter(raw); nb = prepare(raw)
         errors = sum(o.get('output_type') == 'error' for c in nb.cells for o in c.get('outputs', []))
         body, _ = exporter.from_notebook_node(nb, resources=dict(metadata=dict(name=title)))
         nav = ''.join(f'<a href="{n}"{" class=here" if n == name else ""}>{t}</a>' for _, n, t in ps)
         body = body.replace('</head>', STYLE + '</head>', 1)
-        body = re.sub(r'(<body[^>]*>)', r'\1<nav class="uiunet-nav"><h2>uiunet</h2>' + nav.replace('\\', '\\\\') + '</nav><main class="uiunet-page">', body, count=1)
+        head = f'<h1>{html.escape(title)}</h1>' + (f'<p class="uiunet-desc">{html.escape(fm["description"])}</p>' if fm.get('description') else '')
+        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + f'<nav class="uiunet-nav"><h2>uiunet</h2>{nav}</nav><main class="uiunet-page">{head}', body, count=1)
         body = body.replace('</body>', '</main>' + CHECK + '</body>', 1)
         (site / name).write_text(localise(body, site, ROOT / 'nbs'))
         done.append(dict(page=name, title=title, error_outputs=errors))
@@ -115,12 +129,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quarto', action='store_true', help='nbdev-docs with Quarto (must be installed)')
     ap.add_argument('--out', default=str(ROOT / '_site'))
+    ap.add_argument('--no-proc', action='store_true', help='render the _proc/ of an earlier build again (page layout only)')
     a = ap.parse_args()
     bin_ = Path(sys.executable).parent
     if a.quarto:
         if not shutil.which('quarto'): sys.exit('quarto is not installed (pip install quarto-cli needs github.com); build without --quarto')
         sys.exit(subprocess.run([str(bin_ / 'nbdev-docs')], cwd=ROOT).returncode)
-    subprocess.run([str(bin_ / 'nbdev-proc-nbs'), '--force'], cwd=ROOT, check=True)
+    if not a.no_proc: subprocess.run([str(bin_ / 'nbdev-proc-nbs'), '--force'], cwd=ROOT, check=True)
     done = render(ROOT / '_proc', Path(a.out))
     bad = [d['page'] for d in done if d['error_outputs']]
     print(f"{len(done)} pages in {a.out}" + (f"; pages with error outputs: {', '.join(bad)}" if bad else ''))
