@@ -22,8 +22,7 @@ def data_dir(name: str) -> Path | None:
 
 
 def needs_dataset(name: str):
-    "Skip marker for a test that needs the real dataset `name`."
-    return pytest.mark.skipif(
-        data_dir(name) is None,
-        reason=f"needs the real {name} dataset under UIUNET_DATA or ./data (see README, 'Datasets')",
-    )
+    "Marks a test that needs the real dataset `name` (`-m realdata` selects them) and skips it where the dataset is missing."
+    skip = pytest.mark.skipif(data_dir(name) is None,
+                              reason=f"needs the real {name} dataset under UIUNET_DATA or ./data (see the guide, 'Datasets')")
+    return lambda test: pytest.mark.realdata(skip(test))
